@@ -1,0 +1,198 @@
+"""The base class of seqmem's models: input checks, state checks and backend selection.
+
+Every public model derives from `SequenceModule`; its subclasses write `_forward` and `_step`, which
+receive inputs already checked, so the equations stay free of validation code.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["SequenceModule", "check_choice"]
+
+
+def check_choice(what: str, value: Any, choices: tuple[str, ...] | list[str], where: str = "") -> str:
+    """Return `value` if it is one of `choices`, else raise a `ValueError` listing them.
+
+    Raises:
+        TypeError: if `value` is not a string.
+        ValueError: if `value` is not in `choices`.
+    """
+    prefix = f"{where}: " if where else ""
+    if not isinstance(value, str):
+        raise TypeError(f"{prefix}{what} must be a string, one of {list(choices)}; got {value!r}")
+    if value not in choices:
+        raise ValueError(f"{prefix}unknown {what} {value!r}; expected one of {list(choices)}")
+    return value
+
+
+def _check_positive_int(where: str, **sizes: Any) -> None:
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
+
+
+class SequenceModule(nn.Module):
+    """Base of every seqmem model: checks inputs and states, and dispatches to a backend.
+
+    Subclasses set `input_size`, `output_size`, the class attributes `state_type` and `backends`,
+    and implement `initial_state`, `_forward(x, state)` and `_step(x_t, state)`.
+    """
+
+    state_type: ClassVar[type]
+    backends: ClassVar[tuple[str, ...]] = ("torch",)
+    # dims of each state field whose size may vary (the KV cache's time axis): {field: (dim, ...)}
+    _free_state_dims: ClassVar[dict[str, tuple[int, ...]]] = {}
+
+    input_size: int
+    output_size: int
+
+    def __init__(self, backend: str = "torch") -> None:
+        super().__init__()
+        self._backend = "torch"
+        self.backend = backend
+
+    # ------------------------------------------------------------------ backend
+    @property
+    def backend(self) -> str:
+        """The backend that runs `forward` and `step`; one of `self.backends`."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        where = type(self).__name__
+        if not isinstance(name, str) or name not in self.backends:
+            raise ValueError(
+                f"{where} does not support backend {name!r}; supported backends: {list(self.backends)}"
+            )
+        if name == "numba" and importlib.util.find_spec("numba") is None:
+            raise ImportError(f"{where}: backend 'numba' needs the numba package: pip install numba")
+        self._backend = name
+
+    def extra_repr(self) -> str:
+        return f"backend={self.backend!r}"
+
+    # ------------------------------------------------------------------ protocol
+    def initial_state(
+        self, batch_size: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Any:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, state: Any | None = None) -> tuple[Tensor, Any]:
+        """Run the model over a whole sequence.
+
+        Args:
+            x: `(batch, seq_len, input_size)` input sequence, of the parameters' dtype and device.
+            state: the state to start from (e.g. the one a previous call returned), or `None` for
+                `initial_state(batch)`.
+
+        Returns:
+            `(y, state)`: `y` of shape `(batch, seq_len, output_size)`, and the state after the last
+            step, so that `forward(x2, forward(x1)[1])` equals `forward(cat([x1, x2], 1))`.
+
+        Raises:
+            TypeError: if `x` is not a floating tensor of the parameters' dtype, or `state` is not
+                this model's state type.
+            ValueError: if `x` has the wrong rank or feature size, `seq_len == 0`, or `state` does not
+                match `x` in batch size, shape, dtype or device.
+        """
+        self._check_input(x, rank=3)
+        state = self._check_state(state, x)
+        return self._forward(x, state)
+
+    def step(self, x_t: Tensor, state: Any | None = None) -> tuple[Tensor, Any]:
+        """Advance the model by one time step (streaming inference).
+
+        Args:
+            x_t: `(batch, input_size)` input at the current step.
+            state: the state after the previous step, or `None` for `initial_state(batch)`.
+
+        Returns:
+            `(y_t, state)`: `y_t` of shape `(batch, output_size)` and the next state.
+
+        Raises:
+            TypeError: as `forward`.
+            ValueError: as `forward`, for a `(batch, input_size)` input.
+        """
+        self._check_input(x_t, rank=2)
+        state = self._check_state(state, x_t)
+        return self._step(x_t, state)
+
+    def _forward(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:
+        raise NotImplementedError
+
+    def _step(self, x_t: Tensor, state: Any) -> tuple[Tensor, Any]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ checks
+    def _reference_tensor(self) -> Tensor | None:
+        return next(self.parameters(), None)
+
+    def _check_input(self, x: Any, rank: int) -> None:
+        name = type(self).__name__
+        want = f"(batch, seq_len, {self.input_size})" if rank == 3 else f"(batch, {self.input_size})"
+        what = "x" if rank == 3 else "x_t"
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name}: {what} must be a torch.Tensor of shape {want}, got {type(x).__name__}")
+        if x.dim() != rank:
+            hint = " (use step() for a single time step)" if rank == 3 and x.dim() == 2 else ""
+            raise ValueError(f"{name}: {what} must have shape {want}, got {tuple(x.shape)}{hint}")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{name}: {what} must have shape {want} (input_size={self.input_size}), got {tuple(x.shape)}"
+            )
+        if x.shape[0] == 0:
+            raise ValueError(f"{name}: {what} must hold at least one sequence, got batch 0 in {tuple(x.shape)}")
+        if rank == 3 and x.shape[1] == 0:
+            raise ValueError(f"{name}: x must hold at least one time step, got seq_len 0 in {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name}: {what} must be a floating-point tensor, got dtype {x.dtype}")
+        ref = self._reference_tensor()
+        if ref is not None:
+            if x.dtype != ref.dtype:
+                raise TypeError(
+                    f"{name}: {what} has dtype {x.dtype} but the parameters are {ref.dtype}; "
+                    f"cast one of them (e.g. model.to({x.dtype}) or x.to({ref.dtype}))"
+                )
+            if x.device != ref.device:
+                raise ValueError(
+                    f"{name}: {what} is on device {x.device} but the parameters are on {ref.device}; "
+                    f"move one of them (model.to(device) or x.to(device))"
+                )
+        if self.backend == "numba" and x.device.type != "cpu":
+            raise ValueError(f"{name}: backend 'numba' runs on the CPU only, got {what} on {x.device}")
+
+    def _check_state(self, state: Any, x: Tensor) -> Any:
+        batch = x.shape[0]
+        if state is None:
+            return self.initial_state(batch, device=x.device, dtype=x.dtype)
+        name = type(self).__name__
+        st = self.state_type
+        if not isinstance(state, st):
+            raise TypeError(
+                f"{name}: state must be a {st.__name__} (as returned by initial_state, forward or step), "
+                f"got {type(state).__name__}"
+            )
+        expected = self.initial_state(batch, device="meta", dtype=x.dtype)
+        for field, have, want in zip(st._fields, state, expected):
+            if not isinstance(have, Tensor):
+                raise TypeError(f"{name}: state.{field} must be a tensor, got {type(have).__name__}")
+            free = self._free_state_dims.get(field, ())
+            shape_ok = have.dim() == want.dim() and all(
+                h == w or d in free for d, (h, w) in enumerate(zip(have.shape, want.shape))
+            )
+            if not shape_ok:
+                shown = tuple("*" if d in free else s for d, s in enumerate(want.shape))
+                raise ValueError(
+                    f"{name}: state.{field} must have shape {shown} for a batch of {batch}, "
+                    f"got {tuple(have.shape)}"
+                )
+            if have.dtype != x.dtype:
+                raise TypeError(f"{name}: state.{field} has dtype {have.dtype} but the input is {x.dtype}")
+            if have.device != x.device:
+                raise ValueError(f"{name}: state.{field} is on {have.device} but the input is on {x.device}")
+        return state

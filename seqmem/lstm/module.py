@@ -1,0 +1,128 @@
+"""`seqmem.LSTM`: long short-term memory, with optional peepholes."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .._recurrent import RecurrentBase
+from ..protocol import LSTMState
+from .reference import LSTMGates, lstm_cell, lstm_scan
+
+__all__ = ["LSTM"]
+
+
+class LSTM(RecurrentBase):
+    r"""The LSTM, gates `i, f, g, o` as in `torch.nn.LSTM`, with optional peephole connections.
+
+    $c_t = f_t \odot c_{t-1} + i_t \odot g_t$, $h_t = o_t \odot \tanh(c_t)$: along the cell path the
+    Jacobian is $\partial c_t / \partial c_{t-1} = \mathrm{diag}(f_t)$, so a gradient survives as long
+    as the forget gates stay near 1 (the "constant error carousel").
+
+    Args:
+        input_size: number of input features `I`.
+        hidden_size: number of hidden units `H` (also the output size).
+        bias: learn the biases `bias_ih`, `bias_hh`.
+        forget_bias: initial value of the forget-gate bias (the sum `b_if + b_hf`; 1.0 as
+            Gers et al. 2000 and Jozefowicz et al. 2015 recommend). An initialisation, not a constant
+            added at every step. Ignored when `bias=False`.
+        peephole: add the peephole weights `weight_peephole` `(3, H)` (rows `w_ci, w_cf, w_co`) that let
+            the gates see the cell state (Gers & Schmidhuber 2000).
+        backend: `"torch"` (reference) or `"numba"`.
+
+    Attributes:
+        weight_ih: `(4H, I)`. weight_hh: `(4H, H)`. bias_ih, bias_hh: `(4H,)` or `None`.
+        weight_peephole: `(3, H)` or `None`.
+
+    Raises:
+        ValueError: for a non-positive size or an unknown backend.
+
+    References:
+        Hochreiter, S. & Schmidhuber, J. (1997). Long short-term memory. Neural Computation 9(8).
+        Gers, F. A., Schmidhuber, J. & Cummins, F. (2000). Learning to forget. Neural Computation 12(10).
+        Gers, F. A. & Schmidhuber, J. (2000). Recurrent nets that time and count. IJCNN.
+        Jozefowicz, R., Zaremba, W. & Sutskever, I. (2015). An empirical exploration of recurrent
+        network architectures. ICML.
+
+    Example:
+        >>> import torch, seqmem
+        >>> lstm = seqmem.LSTM(input_size=3, hidden_size=8)
+        >>> y, (h, c) = lstm(torch.randn(2, 5, 3))
+        >>> y.shape, c.shape
+        (torch.Size([2, 5, 8]), torch.Size([2, 8]))
+    """
+
+    state_type = LSTMState
+    backends = ("torch",)
+    num_gates = 4
+    torch_classes = (nn.LSTM, nn.LSTMCell)
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        forget_bias: float = 1.0,
+        peephole: bool = False,
+        backend: str = "torch",
+    ) -> None:
+        super().__init__(input_size, hidden_size, bias=bias, backend=backend)
+        self.forget_bias = float(forget_bias)
+        self.peephole = bool(peephole)
+        if self.peephole:
+            self.weight_peephole = nn.Parameter(torch.empty(3, hidden_size))
+        else:
+            self.register_parameter("weight_peephole", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """`torch.nn` initialisation, then the forget-gate bias set so `b_if + b_hf = forget_bias`."""
+        super().reset_parameters()
+        if self.bias:
+            H = self.hidden_size
+            with torch.no_grad():
+                self.bias_ih[H : 2 * H].fill_(self.forget_bias)
+                self.bias_hh[H : 2 * H].zero_()
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", forget_bias={self.forget_bias}, peephole={self.peephole}"
+
+    def _params(self) -> tuple[Tensor | None, ...]:
+        return (*super()._params(), self.weight_peephole)
+
+    def _torch_incompatibility(self) -> str | None:
+        return "torch.nn.LSTM has no peephole connections; build with peephole=False" if self.peephole else None
+
+    def _forward(self, x: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
+        if self.backend == "numba":
+            from .numba_scan import lstm_scan_numba as scan
+        else:
+            scan = lstm_scan
+        return scan(x, *self._params(), initial_state=state)
+
+    def _step(self, x_t: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
+        if self.backend == "numba":
+            from .numba_scan import lstm_step_numba
+
+            state = lstm_step_numba(x_t, state, *self._params())
+        else:
+            state, _ = lstm_cell(x_t, state, *self._params())
+        return state.h, state
+
+    def gates(self, x: Tensor, state: LSTMState | None = None) -> LSTMGates:
+        """The gate activations over a sequence (always computed by the `"torch"` reference).
+
+        Args:
+            x: `(batch, seq_len, input_size)`.
+            state: the state to start from, or `None` for zeros.
+
+        Returns:
+            `LSTMGates(i, f, g, o)`, each `(batch, seq_len, hidden_size)`: e.g. the forget gates `f`
+            whose running product is the cell path's gradient factor `dc_T/dc_t`.
+
+        Raises:
+            TypeError, ValueError: as `forward`.
+        """
+        self._check_input(x, rank=3)
+        state = self._check_state(state, x)
+        return lstm_scan(x, *self._params(), initial_state=state, return_gates=True)[2]

@@ -1,0 +1,92 @@
+"""`seqmem.RNN`: the Elman recurrent network."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from .._module import check_choice
+from .._recurrent import RecurrentBase
+from ..protocol import RNNState
+from .reference import rnn_cell, rnn_scan
+
+__all__ = ["RNN"]
+
+
+class RNN(RecurrentBase):
+    r"""The Elman RNN: $h_t = \phi(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})$, $y_t = h_t$.
+
+    Its gradient through time is a product of Jacobians $\mathrm{diag}(\phi'(\cdot)) W_{hh}$, whose
+    norm is bounded by $(\|W_{hh}\|_2 \max|\phi'|)^{T-t}$: it vanishes geometrically when that factor
+    is below 1 (Bengio et al. 1994; Pascanu et al. 2013).
+
+    Args:
+        input_size: number of input features `I`.
+        hidden_size: number of hidden units `H` (also the output size).
+        nonlinearity: `"tanh"` or `"relu"`.
+        bias: learn the biases `bias_ih`, `bias_hh`.
+        backend: `"torch"` (reference) or `"numba"` (CPU kernels with a hand-written BPTT).
+
+    Attributes:
+        weight_ih: `(H, I)`. weight_hh: `(H, H)`. bias_ih, bias_hh: `(H,)` or `None`.
+
+    Raises:
+        ValueError: for a non-positive size, or an unknown nonlinearity or backend.
+
+    References:
+        Elman, J. L. (1990). Finding structure in time. Cognitive Science 14(2).
+        Bengio, Y., Simard, P. & Frasconi, P. (1994). Learning long-term dependencies with gradient
+        descent is difficult. IEEE Trans. Neural Networks 5(2).
+
+    Example:
+        >>> import torch, seqmem
+        >>> rnn = seqmem.RNN(input_size=3, hidden_size=8)
+        >>> y, state = rnn(torch.randn(2, 5, 3))
+        >>> y.shape, state.h.shape
+        (torch.Size([2, 5, 8]), torch.Size([2, 8]))
+    """
+
+    state_type = RNNState
+    backends = ("torch",)
+    num_gates = 1
+    torch_classes = (nn.RNN, nn.RNNCell)
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        backend: str = "torch",
+    ) -> None:
+        check_choice("nonlinearity", nonlinearity, ("tanh", "relu"), "RNN")
+        super().__init__(input_size, hidden_size, bias=bias, backend=backend)
+        self.nonlinearity = nonlinearity
+        self.reset_parameters()
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", nonlinearity={self.nonlinearity!r}"
+
+    def _torch_kwargs(self) -> dict[str, Any]:
+        return {"nonlinearity": self.nonlinearity}
+
+    @classmethod
+    def _kwargs_from_torch(cls, module: nn.Module) -> dict[str, Any]:
+        return {"nonlinearity": module.nonlinearity}
+
+    def _forward(self, x: Tensor, state: RNNState) -> tuple[Tensor, RNNState]:
+        if self.backend == "numba":
+            from .numba_scan import rnn_scan_numba as scan
+        else:
+            scan = rnn_scan
+        y, h = scan(x, *self._params(), nonlinearity=self.nonlinearity, initial_state=state.h)
+        return y, RNNState(h)
+
+    def _step(self, x_t: Tensor, state: RNNState) -> tuple[Tensor, RNNState]:
+        if self.backend == "numba":
+            from .numba_scan import rnn_step_numba as cell
+        else:
+            cell = rnn_cell
+        h = cell(x_t, state.h, *self._params(), nonlinearity=self.nonlinearity)
+        return h, RNNState(h)

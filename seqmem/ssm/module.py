@@ -1,0 +1,6 @@
+"""STUB: to be written (SelectiveSSM)."""
+from .._module import SequenceModule
+
+
+class SelectiveSSM(SequenceModule):
+    pass

@@ -1,0 +1,6 @@
+"""STUB: to be written (CausalTransformer)."""
+from .._module import SequenceModule
+
+
+class CausalTransformer(SequenceModule):
+    pass
