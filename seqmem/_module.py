@@ -177,10 +177,16 @@ class SequenceModule(nn.Module):
                 f"{name}: state must be a {st.__name__} (as returned by initial_state, forward or step), "
                 f"got {type(state).__name__}"
             )
-        expected = self.initial_state(batch, device="meta", dtype=x.dtype)
-        for field, have, want in zip(st._fields, state, expected):
+        for field, have in zip(st._fields, state):
             if not isinstance(have, Tensor):
                 raise TypeError(f"{name}: state.{field} must be a tensor, got {type(have).__name__}")
+        if state.batch_size != batch:
+            raise ValueError(
+                f"{name}: batch mismatch: the input has batch {batch} but the state has batch "
+                f"{state.batch_size} (shapes {[tuple(t.shape) for t in state]})"
+            )
+        expected = self.initial_state(batch, device="meta", dtype=x.dtype)
+        for field, have, want in zip(st._fields, state, expected):
             free = self._free_state_dims.get(field, ())
             shape_ok = have.dim() == want.dim() and all(
                 h == w or d in free for d, (h, w) in enumerate(zip(have.shape, want.shape))

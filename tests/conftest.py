@@ -1,0 +1,34 @@
+"""Shared test configuration: hypothesis profiles and a once-per-session numba warm-up.
+
+Profiles: `dev` (default, fast), `ci` (loaded when the `CI` environment variable is set:
+derandomized so a CI failure replays), `nightly` (thousands of examples), and `nojit` (small,
+for running the kernels as plain Python under `NUMBA_DISABLE_JIT=1`). Pick one with
+`--hypothesis-profile NAME` or `SEQMEM_HYPOTHESIS_PROFILE=NAME`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+_common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
+settings.register_profile("dev", max_examples=10, **_common)
+settings.register_profile("ci", max_examples=25, derandomize=True, print_blob=True, **_common)
+settings.register_profile("nightly", max_examples=2000, **_common)
+settings.register_profile("nojit", max_examples=4, derandomize=True, **_common)
+
+NO_JIT = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
+
+_profile = os.environ.get("SEQMEM_HYPOTHESIS_PROFILE") or (
+    "nojit" if NO_JIT else "ci" if os.environ.get("CI") else "dev"
+)
+settings.load_profile(_profile)
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"seqmem: hypothesis profile {settings._current_profile!r}, NUMBA_DISABLE_JIT={int(NO_JIT)}"
