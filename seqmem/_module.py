@@ -177,18 +177,22 @@ class SequenceModule(nn.Module):
                 f"{name}: state must be a {st.__name__} (as returned by initial_state, forward or step), "
                 f"got {type(state).__name__}"
             )
-        for field, have in zip(st._fields, state):
+        expected = self.initial_state(batch, device="meta", dtype=x.dtype)
+        for field, have, want in zip(st._fields, state, expected):
             if not isinstance(have, Tensor):
                 raise TypeError(f"{name}: state.{field} must be a tensor, got {type(have).__name__}")
+            if have.dim() != want.dim():
+                raise ValueError(
+                    f"{name}: state.{field} must have {want.dim()} dimensions, got shape {tuple(have.shape)}"
+                )
         if state.batch_size != batch:
             raise ValueError(
                 f"{name}: batch mismatch: the input has batch {batch} but the state has batch "
                 f"{state.batch_size} (shapes {[tuple(t.shape) for t in state]})"
             )
-        expected = self.initial_state(batch, device="meta", dtype=x.dtype)
         for field, have, want in zip(st._fields, state, expected):
             free = self._free_state_dims.get(field, ())
-            shape_ok = have.dim() == want.dim() and all(
+            shape_ok = all(
                 h == w or d in free for d, (h, w) in enumerate(zip(have.shape, want.shape))
             )
             if not shape_ok:
