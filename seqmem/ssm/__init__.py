@@ -1,5 +1,5 @@
 """The selective state-space family: the Mamba block and its LTI ablation."""
 
-from .module import SelectiveSSM
+from .module import ScanInputs, SelectiveSSM
 
-__all__ = ["SelectiveSSM"]
+__all__ = ["ScanInputs", "SelectiveSSM"]
