@@ -43,7 +43,9 @@ JIT = {"cache": True, "nogil": True, "fastmath": False}
 PJIT = {**JIT, "parallel": True}
 """Flags of kernels that use `numba.prange` over the batch."""
 
+from numba.extending import intrinsic  # noqa: E402
+
 njit = numba.njit
 prange = numba.prange
 
-__all__ = ["JIT", "PJIT", "njit", "prange"]
+__all__ = ["JIT", "PJIT", "intrinsic", "njit", "numba", "prange"]

@@ -131,7 +131,7 @@ class SelectiveSSM(SequenceModule):
     """
 
     state_type = SSMState
-    backends = ("torch",)
+    backends = ("torch", "numba")
 
     def __init__(
         self,

@@ -46,7 +46,8 @@ def selective_scan_step(
         u_t: `(batch, d_inner)` input.
         delta_t: `(batch, d_inner)` positive step sizes.
         A: `(d_inner, d_state)` state matrix (diagonal per channel, negative real).
-        B_t, C_t: `(batch, 1, d_state)` selective, or `(d_inner, d_state)` LTI.
+        B_t: `(batch, 1, d_state)` selective, or `(d_inner, d_state)` LTI.
+        C_t: `(batch, 1, d_state)` selective, or `(d_inner, d_state)` LTI.
         D: `(d_inner,)` skip connection, or `None`.
         h: `(batch, d_inner, d_state)` state $h_{t-1}$.
 
@@ -99,7 +100,9 @@ def lti_kernel(delta: Tensor, A: Tensor, B: Tensor, C: Tensor, seq_len: int) -> 
 
     Args:
         delta: `(d_inner,)` positive step sizes.
-        A, B, C: `(d_inner, d_state)`.
+        A: `(d_inner, d_state)` state matrix.
+        B: `(d_inner, d_state)` input matrix.
+        C: `(d_inner, d_state)` output matrix.
         seq_len: number of taps `L`.
 
     Returns:

@@ -58,7 +58,7 @@ def test_protocol_and_shapes(selective: bool) -> None:
     assert state.conv.shape == (2, 16, 2) and state.ssm.shape == (2, 16, 4)
     y_t, state = model.step(torch.randn(2, 8), state)
     assert y_t.shape == (2, 8) and state.conv.shape == (2, 16, 2)
-    assert model.backends == ("torch",) and model.backend == "torch"
+    assert model.backends == ("torch", "numba") and model.backend == "torch"
 
 
 def test_dt_rank_auto() -> None:
