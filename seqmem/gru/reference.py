@@ -59,8 +59,10 @@ def gru_cell(
     Args:
         x_t: `(batch, input_size)` input.
         h: `(batch, hidden_size)` previous hidden state.
-        weight_ih: `(3 * hidden_size, input_size)`; weight_hh: `(3 * hidden_size, hidden_size)`.
-        bias_ih, bias_hh: `(3 * hidden_size,)` or `None`.
+        weight_ih: `(3 * hidden_size, input_size)`, gate rows `r, z, n`.
+        weight_hh: `(3 * hidden_size, hidden_size)`, gate rows `r, z, n`.
+        bias_ih: `(3 * hidden_size,)` or `None`.
+        bias_hh: `(3 * hidden_size,)` or `None`.
         reset_after: `True` for the torch/cuDNN form, `False` for Cho et al. (2014).
 
     Returns:
@@ -82,7 +84,11 @@ def gru_scan(
 
     Args:
         x: `(batch, seq_len, input_size)`.
-        weight_ih, weight_hh, bias_ih, bias_hh, reset_after: as `gru_cell`.
+        weight_ih: `(3 * hidden_size, input_size)`.
+        weight_hh: `(3 * hidden_size, hidden_size)`.
+        bias_ih: `(3 * hidden_size,)` or `None`.
+        bias_hh: `(3 * hidden_size,)` or `None`.
+        reset_after: `True` for the torch/cuDNN form, `False` for Cho et al. (2014).
         initial_state: `(batch, hidden_size)` `h_0`, zeros if `None`.
 
     Returns:

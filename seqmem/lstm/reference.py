@@ -72,8 +72,10 @@ def lstm_cell(
     Args:
         x_t: `(batch, input_size)` input.
         state: `LSTMState(h, c)`, each `(batch, hidden_size)`.
-        weight_ih: `(4 * hidden_size, input_size)`; weight_hh: `(4 * hidden_size, hidden_size)`.
-        bias_ih, bias_hh: `(4 * hidden_size,)` or `None`.
+        weight_ih: `(4 * hidden_size, input_size)`, gate rows `i, f, g, o`.
+        weight_hh: `(4 * hidden_size, hidden_size)`, gate rows `i, f, g, o`.
+        bias_ih: `(4 * hidden_size,)` or `None`.
+        bias_hh: `(4 * hidden_size,)` or `None`.
         weight_peephole: `(3, hidden_size)` peephole weights `w_ci, w_cf, w_co`, or `None`.
 
     Returns:
@@ -99,7 +101,11 @@ def lstm_scan(
 
     Args:
         x: `(batch, seq_len, input_size)`.
-        weight_ih, weight_hh, bias_ih, bias_hh, weight_peephole: as `lstm_cell`.
+        weight_ih: `(4 * hidden_size, input_size)`.
+        weight_hh: `(4 * hidden_size, hidden_size)`.
+        bias_ih: `(4 * hidden_size,)` or `None`.
+        bias_hh: `(4 * hidden_size,)` or `None`.
+        weight_peephole: `(3, hidden_size)` or `None`.
         initial_state: `LSTMState(h_0, c_0)`, zeros if `None`.
         return_gates: also return the gate activations of every step.
 

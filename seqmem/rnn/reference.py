@@ -31,8 +31,10 @@ def rnn_cell(
     Args:
         x_t: `(batch, input_size)` input.
         h: `(batch, hidden_size)` previous hidden state.
-        weight_ih: `(hidden_size, input_size)`; weight_hh: `(hidden_size, hidden_size)`.
-        bias_ih, bias_hh: `(hidden_size,)` or `None`.
+        weight_ih: `(hidden_size, input_size)` input weights $W_{ih}$.
+        weight_hh: `(hidden_size, hidden_size)` recurrent weights $W_{hh}$.
+        bias_ih: `(hidden_size,)` or `None`.
+        bias_hh: `(hidden_size,)` or `None`.
         nonlinearity: `"tanh"` or `"relu"`.
 
     Returns:
@@ -57,7 +59,11 @@ def rnn_scan(
 
     Args:
         x: `(batch, seq_len, input_size)`.
-        weight_ih, weight_hh, bias_ih, bias_hh, nonlinearity: as `rnn_cell`.
+        weight_ih: `(hidden_size, input_size)`.
+        weight_hh: `(hidden_size, hidden_size)`.
+        bias_ih: `(hidden_size,)` or `None`.
+        bias_hh: `(hidden_size,)` or `None`.
+        nonlinearity: `"tanh"` or `"relu"`.
         initial_state: `(batch, hidden_size)` `h_0`, zeros if `None`.
 
     Returns:
