@@ -48,7 +48,7 @@ class GRU(RecurrentBase):
     """
 
     state_type = GRUState
-    backends = ("torch",)
+    backends = ("torch", "numba")
     num_gates = 3
     torch_classes = (nn.GRU, nn.GRUCell)
 

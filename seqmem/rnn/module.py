@@ -48,7 +48,7 @@ class RNN(RecurrentBase):
     """
 
     state_type = RNNState
-    backends = ("torch",)
+    backends = ("torch", "numba")
     num_gates = 1
     torch_classes = (nn.RNN, nn.RNNCell)
 

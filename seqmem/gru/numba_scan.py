@@ -1,0 +1,506 @@
+r"""The GRU on the CPU with Numba: forward scan, streaming step and a hand-derived BPTT backward.
+
+Gates in `torch.nn` order `r, z, n`. The input projection of every step,
+`gx = x W_ih^T + b_ih = [gx_r, gx_z, gx_n]` `(B, T, 3H)`, is one large torch matrix product before
+the time loop (differentiated by torch's autograd); the kernels run the recurrence from `gx`,
+`h_0`, `W_hh = [W_hr; W_hz; W_hn]` and `b_hh = [b_hr, b_hz, b_hn]` (row vectors, `h W^T` products):
+
+    r_t = sigma(gx_r + h_{t-1} W_hr^T + b_hr)
+    z_t = sigma(gx_z + h_{t-1} W_hz^T + b_hz)
+    q_t = h_{t-1} W_hn^T + b_hn,      n_t = tanh(gx_n + r_t * q_t)           (reset_after=True)
+    q_t = r_t * h_{t-1},              n_t = tanh(gx_n + q_t W_hn^T + b_hn)   (reset_after=False)
+    h_t = (1 - z_t) * n_t + z_t * h_{t-1},      y_t = h_t
+
+Backward (BPTT, Werbos 1990). With `g_t = dL/dh_t` the total gradient reaching `h_t` (from `y_t`
+and from step t+1; `g_T = dL/dy_T + dL/dh_T`), going from t = T down to 1, with `a^r, a^z, a^n`
+the gates' pre-activations (`sigma' = s (1 - s)`, `tanh' = 1 - n^2`):
+
+    da^z = g_t * (h_{t-1} - n_t) * z_t (1 - z_t)
+    da^n = g_t * (1 - z_t) * (1 - n_t^2)
+    reset_after=True:
+        da^r = da^n * q_t * r_t (1 - r_t)
+        e_t  = [da^r, da^z, da^n * r_t]              (dL/d(h_{t-1} W_hh^T + b_hh))
+        g_{t-1} = dL/dy_{t-1} + g_t * z_t + e_t W_hh
+    reset_after=False:
+        p_t  = da^n W_hn                             (dL/dq_t, q_t = r_t * h_{t-1})
+        da^r = p_t * h_{t-1} * r_t (1 - r_t)
+        g_{t-1} = dL/dy_{t-1} + g_t * z_t + p_t * r_t + [da^r, da^z] [W_hr; W_hz]
+
+and then, outside the time loop, as large matrix products (`e_t = [da^r, da^z, da^n]` when
+reset_after=False; the `n` block's input is `u_t = h_{t-1}` after, `u_t = q_t` before):
+
+    dL/dgx_t = [da^r, da^z, da^n]
+    dL/dW_h{r,z} = sum_t da^{r,z}_t^T h_{t-1},    dL/dW_hn = sum_t e^n_t^T u_t,    dL/db_hh = sum_t e_t
+
+(torch's autograd carries `dL/dgx` on to `x`, `W_ih` and `b_ih`; `dL/dh_0 = g_0`). The forward
+pass saves `r_t, z_t, n_t, q_t` (and `h_t` is the output), all that the backward pass needs.
+
+Implementation notes (as in `seqmem.rnn.numba_scan`): kernels compiled once per dtype, trusting
+their inputs; one BLAS product per step for the whole batch (serial kernels: no `prange`); gate
+loops that vectorize, with the sigmoid and `tanh` built on an `exp` in plain arithmetic and IEEE
+division, computed in float64 (saturating exactly, never NaN for finite input); `saved` holds the
+four gate blocks side by side, each written through its own row view.
+
+References:
+    Cho, K. et al. (2014). Learning phrase representations using RNN encoder-decoder for statistical
+    machine translation. EMNLP, eq. (5)-(8).
+    Werbos, P. J. (1990). Backpropagation through time: what it does and how to do it.
+    Proceedings of the IEEE 78(10).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from .._numba import JIT, njit
+from ..rnn.numba_scan import (
+    _EMPTY,
+    _as_np,
+    _check_recurrent_args,
+    _checked_step_arrays,
+    _fast_step_arrays,
+    _needs_grad,
+    _StepCache,
+)
+
+__all__ = ["gru_scan_numba", "gru_step_numba"]
+
+
+# ====================================================================== scalar activations
+_KERNEL = {**JIT, "error_model": "numpy"}
+"""`JIT` with IEEE division (x / 0 gives inf, never a `ZeroDivisionError` check): without the check
+on every division, LLVM vectorizes the gate loops (measured ~6x faster activations)."""
+
+_ACT = {**_KERNEL, "inline": "always"}
+
+
+@njit(**_ACT)
+def _exp40(y):  # pragma: no cover - compiled
+    """exp(y) for |y| <= 40 (callers clamp), in plain arithmetic so that loops over it vectorize.
+
+    `y = n ln2 + r`, `|r| <= ln2 / 2`; `exp(r)` by its Taylor polynomial to degree 12 (truncation
+    below 2e-16); `2^n` with `|n| <= 58` as the product of two exact powers `2^k` built from
+    integer shifts. Relative error ~3e-16 (libm's `exp` is not vectorized: ~3x slower here).
+    """
+    yc = 0.0 if y != y else y  # NaN: keep the integer part defined (NaN flows through r)
+    n = math.floor(yc * 1.4426950408889634 + 0.5)
+    r = (y - n * 0.6931471803691238) - n * 1.9082149292705877e-10  # ln2 split in two (Cody-Waite)
+    p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (
+        1.0 / 720.0 + r * (1.0 / 5040.0 + r * (1.0 / 40320.0 + r * (1.0 / 362880.0 + r * (
+            1.0 / 3628800.0 + r * (1.0 / 39916800.0 + r * (1.0 / 479001600.0))))))))))))
+    k = np.int64(n)
+    k1 = k >> 1
+    k2 = k - k1  # |k1|, |k2| <= 29: 2^(k + 30) fits an int64 exactly
+    s1 = np.float64(np.int64(1) << (k1 + 30)) * 9.313225746154785e-10  # 2^k1 (2^-30 exactly)
+    s2 = np.float64(np.int64(1) << (k2 + 30)) * 9.313225746154785e-10
+    return p * s1 * s2
+
+
+@njit(**_ACT)
+def _sigmoid(x):  # pragma: no cover - compiled
+    """1 / (1 + exp(-x)), inputs clamped to [-40, 40] (1 exactly above; below, an absolute error
+    under 5e-18); NaN stays NaN."""
+    x = 40.0 if x > 40.0 else x
+    x = -40.0 if x < -40.0 else x
+    return 1.0 / (1.0 + _exp40(-x))
+
+
+@njit(**_ACT)
+def _tanh(x):  # pragma: no cover - compiled
+    """tanh(x) = 1 - 2 / (exp(2x) + 1): exactly +-1 for |x| >= 20 (and +-inf), NaN stays NaN."""
+    x = 20.0 if x > 20.0 else x
+    x = -20.0 if x < -20.0 else x
+    return 1.0 - 2.0 / (_exp40(2.0 * x) + 1.0)
+
+
+# ====================================================================== kernels
+# In the loops over hidden units every stream (a gate's block of `gx`, of `saved`, ...) goes
+# through its own 1-D view, sliced outside the loop: LLVM then vectorizes the loop; with several
+# offsets of one array indexed inside it (`a[j]`, `a[H + j]`) it does not (measured 6x slower).
+
+
+@njit(**_KERNEL)
+def _gru_gates(gx, t, gh, h, bias, h_new, y, rh, sv, ts, reset_after):  # pragma: no cover - compiled
+    """The gates of step `t` for the batch, after the recurrent product `gh`.
+
+    gx `(B, T, 3H)` input projections; h `(B, H)` = h_{t-1}; bias `(3H,)` = b_hh; `[r, z, n, q]`
+    go to `sv[:, ts]` `(B, *, 4H)`. reset_after: `gh = h W_hh^T` `(B, 3H)`; h_t goes to `h_new`
+    and `y[:, t]`. Else `gh = h [W_hr; W_hz]^T` `(B, 2H)`: only `r`, `z` and `rh = q = r * h` are
+    computed here, `_gru_candidate` finishes the step.
+    """
+    B, H = h.shape
+    b_r, b_z, b_n = bias[:H], bias[H : 2 * H], bias[2 * H :]
+    for b in range(B):
+        x_r, x_z, x_n = gx[b, t, :H], gx[b, t, H : 2 * H], gx[b, t, 2 * H :]
+        g_r, g_z = gh[b, :H], gh[b, H : 2 * H]
+        s_r, s_z, s_n, s_q = sv[b, ts, :H], sv[b, ts, H : 2 * H], sv[b, ts, 2 * H : 3 * H], sv[b, ts, 3 * H :]
+        h_b = h[b]
+        if reset_after:
+            g_n = gh[b, 2 * H :]
+            o, y_b = h_new[b], y[b, t]
+            for j in range(H):
+                r = _sigmoid(x_r[j] + g_r[j] + b_r[j])
+                z = _sigmoid(x_z[j] + g_z[j] + b_z[j])
+                q = g_n[j] + b_n[j]
+                n = _tanh(x_n[j] + r * q)
+                v = (1.0 - z) * n + z * h_b[j]
+                o[j] = v
+                y_b[j] = v
+                s_r[j] = r
+                s_z[j] = z
+                s_n[j] = n
+                s_q[j] = q
+        else:
+            rh_b = rh[b]
+            for j in range(H):
+                r = _sigmoid(x_r[j] + g_r[j] + b_r[j])
+                z = _sigmoid(x_z[j] + g_z[j] + b_z[j])
+                q = r * h_b[j]
+                rh_b[j] = q
+                s_r[j] = r
+                s_z[j] = z
+                s_q[j] = q
+
+
+@njit(**_KERNEL)
+def _gru_candidate(gx, t, gn, h, bias, h_new, y, sv, ts):  # pragma: no cover - compiled
+    """Finish a reset_after=False step: `gn = (r * h) W_hn^T` `(B, H)`; `n` to `sv`, h_t to `h_new`
+    and `y[:, t]`."""
+    B, H = h.shape
+    b_n = bias[2 * H :]
+    for b in range(B):
+        x_n, g_n, h_b = gx[b, t, 2 * H :], gn[b], h[b]
+        s_z, s_n = sv[b, ts, H : 2 * H], sv[b, ts, 2 * H : 3 * H]
+        o, y_b = h_new[b], y[b, t]
+        for j in range(H):
+            n = _tanh(x_n[j] + g_n[j] + b_n[j])
+            z = s_z[j]
+            v = (1.0 - z) * n + z * h_b[j]
+            o[j] = v
+            y_b[j] = v
+            s_n[j] = n
+
+
+@njit(**_KERNEL)
+def _gru_forward(gx, h0, w_hh, b_hh, reset_after, save):  # pragma: no cover - compiled
+    """Recurrence of the GRU (module docstring).
+
+    gx `(B, T, 3H)`, h0 `(B, H)`, w_hh `(3H, H)`, b_hh `(3H,)` or `(0,)` for none. Returns
+    `(y (B, T, H), h_T (B, H), saved)`, `saved` `(B, T, 4H)` = `[r, z, n, q]` if `save` (else a
+    scratch of one step).
+    """
+    B, T, G = gx.shape
+    H = G // 3
+    dt = gx.dtype
+    y = np.empty((B, T, H), dtype=dt)
+    saved = np.empty((B, T if save else 1, 4 * H), dtype=dt)
+    bias = b_hh if b_hh.shape[0] > 0 else np.zeros(G, dtype=dt)
+    h = h0.copy()
+    h_new = np.empty((B, H), dtype=dt)
+    rh = np.empty((B, H), dtype=dt)
+    gn = np.empty((B, H), dtype=dt)
+    gh = np.empty((B, G if reset_after else 2 * H), dtype=dt)
+    w_rz_t = w_hh[: 2 * H].T
+    w_n_t = w_hh[2 * H :].T
+    w_t = w_hh.T
+    for t in range(T):
+        ts = t if save else 0
+        if reset_after:
+            np.dot(h, w_t, gh)  # (B, 3H)
+            _gru_gates(gx, t, gh, h, bias, h_new, y, rh, saved, ts, True)
+        else:
+            np.dot(h, w_rz_t, gh)  # (B, 2H)
+            _gru_gates(gx, t, gh, h, bias, h_new, y, rh, saved, ts, False)
+            np.dot(rh, w_n_t, gn)  # (B, H)
+            _gru_candidate(gx, t, gn, h, bias, h_new, y, saved, ts)
+        h, h_new = h_new, h
+    return y, h, saved
+
+
+@njit(**_KERNEL)
+def _gru_backward(gy, ghT, h0, w_hh, y, saved, reset_after):  # pragma: no cover - compiled
+    """BPTT through `_gru_forward` (equations in the module docstring).
+
+    gy `(B, T, H)` = dL/dy, ghT `(B, H)` = dL/dh_T, h0 `(B, H)`, w_hh `(3H, H)`, y `(B, T, H)`,
+    saved `(B, T, 4H)` from the forward pass. Returns `(d_gx (B, T, 3H), e_n (B, T, H), dL/dh_0)`:
+    `d_gx` = dL/dgx, `e_n` the `n` block of `e_t` (`da^n * r`) when reset_after (else empty: it is
+    `da^n` itself).
+    """
+    B, T, H = y.shape
+    G = 3 * H
+    dt = y.dtype
+    d_gx = np.empty((B, T, G), dtype=dt)
+    e_n = np.empty((B if reset_after else 0, T, H), dtype=dt)
+    g = ghT.copy()  # gradient reaching h_t from step t+1 (and from h_T)
+    e = np.empty((B, G if reset_after else 2 * H), dtype=dt)  # rows of e_t, multiplied by W_hh
+    dan = np.empty((B, H), dtype=dt)
+    p = np.empty((B, H), dtype=dt)
+    back = np.empty((B, H), dtype=dt)
+    w_rz = w_hh[: 2 * H]
+    w_n = w_hh[2 * H :]
+    for t in range(T - 1, -1, -1):
+        for b in range(B):
+            hp = y[b, t - 1] if t > 0 else h0[b]  # h_{t-1}
+            gy_b, g_b = gy[b, t], g[b]
+            s_r, s_z = saved[b, t, :H], saved[b, t, H : 2 * H]
+            s_n, s_q = saved[b, t, 2 * H : 3 * H], saved[b, t, 3 * H :]
+            d_r, d_z, d_n = d_gx[b, t, :H], d_gx[b, t, H : 2 * H], d_gx[b, t, 2 * H :]
+            e_z = e[b, H : 2 * H]
+            if reset_after:
+                e_r, e_nb, en_b = e[b, :H], e[b, 2 * H :], e_n[b, t]
+                for j in range(H):
+                    gt = gy_b[j] + g_b[j]
+                    r = s_r[j]
+                    z = s_z[j]
+                    n = s_n[j]
+                    daz = gt * (hp[j] - n) * (z * (1.0 - z))
+                    da_n = gt * (1.0 - z) * (1.0 - n * n)
+                    dar = da_n * s_q[j] * (r * (1.0 - r))
+                    d_r[j] = dar
+                    d_z[j] = daz
+                    d_n[j] = da_n
+                    e_r[j] = dar
+                    e_z[j] = daz
+                    e_nb[j] = da_n * r
+                    en_b[j] = da_n * r
+                    g_b[j] = gt * z  # the direct path through z_t * h_{t-1}
+            else:
+                dan_b = dan[b]
+                for j in range(H):
+                    gt = gy_b[j] + g_b[j]
+                    z = s_z[j]
+                    n = s_n[j]
+                    daz = gt * (hp[j] - n) * (z * (1.0 - z))
+                    da_n = gt * (1.0 - z) * (1.0 - n * n)
+                    d_z[j] = daz
+                    d_n[j] = da_n
+                    e_z[j] = daz
+                    dan_b[j] = da_n
+                    g_b[j] = gt * z
+        if reset_after:
+            np.dot(e, w_hh, back)  # (B, H): e_t W_hh
+        else:
+            np.dot(dan, w_n, p)  # (B, H): p_t = da^n W_hn
+            for b in range(B):
+                hp = y[b, t - 1] if t > 0 else h0[b]
+                s_r, d_r, e_r, p_b, g_b = saved[b, t, :H], d_gx[b, t, :H], e[b, :H], p[b], g[b]
+                for j in range(H):
+                    r = s_r[j]
+                    dar = p_b[j] * hp[j] * (r * (1.0 - r))
+                    d_r[j] = dar
+                    e_r[j] = dar
+                    g_b[j] += p_b[j] * r
+            np.dot(e, w_rz, back)  # (B, H): [da^r, da^z] [W_hr; W_hz]
+        for b in range(B):
+            g_b, back_b = g[b], back[b]
+            for j in range(H):
+                g_b[j] += back_b[j]
+    return d_gx, e_n, g
+
+
+@njit(**_KERNEL)
+def _gru_step(x, h, w_ih, w_hh, b_ih, b_hh, reset_after):  # pragma: no cover - compiled
+    """One step with its input projection: x `(B, I)`, h `(B, H)`; returns h_new `(B, H)`."""
+    B, H = h.shape
+    G = 3 * H
+    dt = x.dtype
+    h_new = np.empty((B, H), dtype=dt)
+    n_gh = G if reset_after else 2 * H
+    work = np.empty(B * (G + n_gh + 7 * H) + G, dtype=dt)  # every scratch array in one allocation
+    gx = work[: B * G].reshape((B, G))
+    o = B * G
+    gh = work[o : o + B * n_gh].reshape((B, n_gh))
+    o += B * n_gh
+    y = work[o : o + B * H].reshape((B, 1, H))  # a copy of h_new that the gate loops write
+    o += B * H
+    rh = work[o : o + B * H].reshape((B, H))
+    o += B * H
+    gn = work[o : o + B * H].reshape((B, H))
+    o += B * H
+    sv = work[o : o + 4 * B * H].reshape((B, 1, 4 * H))
+    o += 4 * B * H
+    bias = work[o : o + G]
+    if b_hh.shape[0] > 0:
+        bias[:] = b_hh
+    else:
+        bias[:] = 0.0
+    w_gh = w_hh if reset_after else w_hh[: 2 * H]
+    if B == 1:  # matrix-vector products
+        np.dot(w_ih, x[0], gx[0])
+        np.dot(w_gh, h[0], gh[0])
+    else:
+        np.dot(x, w_ih.T, gx)
+        np.dot(h, w_gh.T, gh)
+    if b_ih.shape[0] > 0:
+        for b in range(B):
+            gx_b = gx[b]
+            for j in range(G):
+                gx_b[j] += b_ih[j]
+    gx3 = gx.reshape((B, 1, G))
+    _gru_gates(gx3, 0, gh, h, bias, h_new, y, rh, sv, 0, reset_after)
+    if not reset_after:
+        if B == 1:
+            np.dot(w_hh[2 * H :], rh[0], gn[0])
+        else:
+            np.dot(rh, w_hh[2 * H :].T, gn)
+        _gru_candidate(gx3, 0, gn, h, bias, h_new, y, sv, 0)
+    return h_new
+
+
+# ====================================================================== autograd
+class _GRURecurrence(torch.autograd.Function):
+    """`(gx, h0, W_hh, b_hh) -> (y, h_T)` with the BPTT backward of the module docstring."""
+
+    @staticmethod
+    def forward(ctx: Any, gx: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor | None, reset_after: bool):
+        b = _EMPTY[gx.dtype] if b_hh is None else _as_np(b_hh)
+        y, hT, saved = _gru_forward(_as_np(gx), _as_np(h0), _as_np(w_hh), b, reset_after, True)
+        y, hT = torch.from_numpy(y), torch.from_numpy(hT)
+        ctx.reset_after = reset_after
+        ctx.has_bias = b_hh is not None
+        ctx.save_for_backward(h0, w_hh, y, torch.from_numpy(saved))  # saved: (B, T, 4H) r, z, n, q
+        return y, hT
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gy: Tensor, ghT: Tensor):
+        h0, w_hh, y, gates = ctx.saved_tensors
+        d_gx, e_n, dh0 = _gru_backward(
+            _as_np(gy), _as_np(ghT), _as_np(h0), _as_np(w_hh), _as_np(y), gates.numpy(), ctx.reset_after
+        )
+        d_gx = torch.from_numpy(d_gx)  # (B, T, 3H)
+        B, T, G = d_gx.shape
+        H = G // 3
+        d_gx2 = d_gx.view(B * T, G)
+        e_n2 = torch.from_numpy(e_n).view(B * T, H) if ctx.reset_after else d_gx2[:, 2 * H :]
+        d_w = d_b = None
+        if ctx.needs_input_grad[2]:
+            h_prev = torch.cat((h0.detach().unsqueeze(1), y[:, :-1]), dim=1).view(B * T, H)  # h_{t-1}
+            u = h_prev if ctx.reset_after else gates[:, :, 3 * H :].reshape(B * T, H)  # q_t = r_t * h_{t-1}
+            d_w = torch.cat((d_gx2[:, : 2 * H].T @ h_prev, e_n2.T @ u), dim=0)  # (3H, H)
+        if ctx.has_bias and ctx.needs_input_grad[3]:
+            d_b = torch.cat((d_gx2[:, : 2 * H].sum(0), e_n2.sum(0)))  # (3H,)
+        return d_gx, torch.from_numpy(dh0), d_w, d_b, None
+
+
+# ====================================================================== public wrappers
+def gru_scan_numba(
+    x: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+    reset_after: bool = True,
+    initial_state: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""The GRU over a sequence, on the CPU with Numba; differentiable (hand-written BPTT).
+
+    Same signature and results as `seqmem.gru.reference.gru_scan`, in both reset conventions:
+    $h_t = (1 - z_t) \odot n_t + z_t \odot h_{t-1}$ with gates `r, z, n` in `torch.nn` order. The
+    input projection of all steps is one torch matrix product; the recurrence is a Numba kernel
+    whose backward pass is BPTT written out by hand (equations in the module docstring), so that
+    gradients reach `x`, `initial_state` and every parameter.
+
+    Args:
+        x: `(batch, seq_len, input_size)` float32 or float64 CPU tensor.
+        weight_ih: `(3 * hidden_size, input_size)`, rows `[W_ir; W_iz; W_in]`.
+        weight_hh: `(3 * hidden_size, hidden_size)`, rows `[W_hr; W_hz; W_hn]`.
+        bias_ih: `(3 * hidden_size,)` or `None`.
+        bias_hh: `(3 * hidden_size,)` or `None`.
+        reset_after: `True` for the torch/cuDNN form (reset gate applied to `W_hn h + b_hn`),
+            `False` for Cho et al. (2014) (reset gate applied to `h` before `W_hn`).
+        initial_state: `(batch, hidden_size)` `h_0`; zeros if `None`.
+
+    Returns:
+        `(y, h_T)`: `y` `(batch, seq_len, hidden_size)` holds every `h_t`, `h_T` `(batch, hidden_size)`
+        the last one.
+
+    Raises:
+        TypeError: if an argument is not a tensor, not float32/float64, or the dtypes differ.
+        ValueError: if a tensor is not on the CPU, a shape does not match, or `batch` or `seq_len`
+            is 0.
+
+    References:
+        Cho, K. et al. (2014). Learning phrase representations using RNN encoder-decoder for
+        statistical machine translation. EMNLP, eq. (5)-(8).
+        Werbos, P. J. (1990). Backpropagation through time: what it does and how to do it.
+        Proceedings of the IEEE 78(10).
+    """
+    params = (weight_ih, weight_hh, bias_ih, bias_hh)
+    _check_recurrent_args("gru_scan_numba", x, *params, initial_state, 3, rank=3)
+    return _gru_scan(x, *params, bool(reset_after), initial_state)
+
+
+def _gru_scan(
+    x: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None,
+    bias_hh: Tensor | None,
+    reset_after: bool,
+    initial_state: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """`gru_scan_numba` after its checks."""
+    h0 = x.new_zeros(x.shape[0], weight_hh.shape[1]) if initial_state is None else initial_state
+    gx = F.linear(x, weight_ih, bias_ih)  # (B, T, 3H)
+    if _needs_grad(gx, h0, weight_hh, bias_hh):
+        return _GRURecurrence.apply(gx, h0, weight_hh, bias_hh, reset_after)
+    b = _EMPTY[x.dtype] if bias_hh is None else _as_np(bias_hh)
+    y, hT, _ = _gru_forward(_as_np(gx), _as_np(h0), _as_np(weight_hh), b, reset_after, False)
+    return torch.from_numpy(y), torch.from_numpy(hT)
+
+
+_STEP_CACHE = _StepCache()
+
+
+def gru_step_numba(
+    x_t: Tensor,
+    h: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+    reset_after: bool = True,
+) -> Tensor:
+    r"""One GRU step on the CPU with Numba: the streaming fast path.
+
+    As `seqmem.gru.reference.gru_cell`. Without autograd (no input requires grad, or under
+    `torch.no_grad()`), one compiled kernel does the whole step, with the parameters' numpy views
+    cached between calls. When autograd must record the step, it runs as `gru_scan_numba` over
+    one time step, so gradients flow.
+
+    Args:
+        x_t: `(batch, input_size)` float32 or float64 CPU tensor.
+        h: `(batch, hidden_size)` previous hidden state.
+        weight_ih: `(3 * hidden_size, input_size)`.
+        weight_hh: `(3 * hidden_size, hidden_size)`.
+        bias_ih: `(3 * hidden_size,)` or `None`.
+        bias_hh: `(3 * hidden_size,)` or `None`.
+        reset_after: `True` for the torch/cuDNN form, `False` for Cho et al. (2014).
+
+    Returns:
+        `(batch, hidden_size)` the next hidden state.
+
+    Raises:
+        TypeError: as `gru_scan_numba`.
+        ValueError: as `gru_scan_numba`, for `(batch, input_size)` inputs.
+
+    References:
+        Cho, K. et al. (2014). Learning phrase representations using RNN encoder-decoder for
+        statistical machine translation. EMNLP, eq. (5)-(8).
+    """
+    params = (weight_ih, weight_hh, bias_ih, bias_hh)
+    if torch.is_grad_enabled() and _needs_grad(x_t, h, *params):
+        _check_recurrent_args("gru_step_numba", x_t, *params, h, 3, rank=2)
+        return _gru_scan(x_t.unsqueeze(1), *params, bool(reset_after), h)[1]
+    arrays = _fast_step_arrays(_STEP_CACHE, x_t, h, *params)
+    if arrays is None:
+        arrays = _checked_step_arrays(_STEP_CACHE, "gru_step_numba", x_t, h, params, 3)
+    return _STEP_CACHE.remember(_gru_step(*arrays, True if reset_after else False))
