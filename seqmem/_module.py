@@ -133,6 +133,23 @@ class SequenceModule(nn.Module):
         return next(self.parameters(), None)
 
     def _check_input(self, x: Any, rank: int) -> None:
+        ref = self._reference_tensor()
+        # fast path (streaming calls this every step); the slow path explains what is wrong
+        if (
+            isinstance(x, Tensor)
+            and x.dim() == rank
+            and x.shape[-1] == self.input_size
+            and x.shape[0] > 0
+            and (rank == 2 or x.shape[1] > 0)
+            and x.is_floating_point()
+            and (ref is None or (x.dtype == ref.dtype and x.device == ref.device))
+            and (self._backend != "numba" or x.device.type == "cpu")
+        ):
+            return
+        self._explain_input_error(x, rank, ref)
+
+    def _explain_input_error(self, x: Any, rank: int, ref: Tensor | None) -> None:
+        """Raise the error that says what is wrong with the input `x`."""
         name = type(self).__name__
         want = f"(batch, seq_len, {self.input_size})" if rank == 3 else f"(batch, {self.input_size})"
         what = "x" if rank == 3 else "x_t"
@@ -151,7 +168,6 @@ class SequenceModule(nn.Module):
             raise ValueError(f"{name}: x must hold at least one time step, got seq_len 0 in {tuple(x.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"{name}: {what} must be a floating-point tensor, got dtype {x.dtype}")
-        ref = self._reference_tensor()
         if ref is not None:
             if x.dtype != ref.dtype:
                 raise TypeError(
@@ -163,40 +179,59 @@ class SequenceModule(nn.Module):
                     f"{name}: {what} is on device {x.device} but the parameters are on {ref.device}; "
                     f"move one of them (model.to(device) or x.to(device))"
                 )
-        if self.backend == "numba" and x.device.type != "cpu":
+        if self._backend == "numba" and x.device.type != "cpu":
             raise ValueError(f"{name}: backend 'numba' runs on the CPU only, got {what} on {x.device}")
+
+    def _state_shapes(self, batch: int) -> tuple[tuple[int, ...], ...]:
+        """The shape of each state field for `batch` sequences (free dims at their initial size), cached."""
+        cache = self.__dict__.setdefault("_state_shape_cache", {})
+        shapes = cache.get(batch)
+        if shapes is None:
+            shapes = tuple(tuple(t.shape) for t in self.initial_state(batch, device="meta"))
+            cache[batch] = shapes
+        return shapes
 
     def _check_state(self, state: Any, x: Tensor) -> Any:
         batch = x.shape[0]
         if state is None:
             return self.initial_state(batch, device=x.device, dtype=x.dtype)
-        name = type(self).__name__
         st = self.state_type
         if not isinstance(state, st):
             raise TypeError(
-                f"{name}: state must be a {st.__name__} (as returned by initial_state, forward or step), "
-                f"got {type(state).__name__}"
+                f"{type(self).__name__}: state must be a {st.__name__} (as returned by initial_state, "
+                f"forward or step), got {type(state).__name__}"
             )
-        expected = self.initial_state(batch, device="meta", dtype=x.dtype)
-        for field, have, want in zip(st._fields, state, expected):
+        # fast path (streaming calls this every step): exact shapes, same dtype and device as x
+        dtype, device = x.dtype, x.device
+        for have, want in zip(state, self._state_shapes(batch)):
+            if not (
+                isinstance(have, Tensor) and have.shape == want and have.dtype == dtype and have.device == device
+            ):
+                self._explain_state_error(state, x)
+        return state
+
+    def _explain_state_error(self, state: Any, x: Tensor) -> None:
+        """Raise the error that says what is wrong with `state`; return if nothing is."""
+        batch = x.shape[0]
+        name = type(self).__name__
+        fields = self.state_type._fields
+        shapes = self._state_shapes(batch)
+        for field, have, want in zip(fields, state, shapes):
             if not isinstance(have, Tensor):
                 raise TypeError(f"{name}: state.{field} must be a tensor, got {type(have).__name__}")
-            if have.dim() != want.dim():
+            if have.dim() != len(want):
                 raise ValueError(
-                    f"{name}: state.{field} must have {want.dim()} dimensions, got shape {tuple(have.shape)}"
+                    f"{name}: state.{field} must have {len(want)} dimensions, got shape {tuple(have.shape)}"
                 )
         if state.batch_size != batch:
             raise ValueError(
                 f"{name}: batch mismatch: the input has batch {batch} but the state has batch "
                 f"{state.batch_size} (shapes {[tuple(t.shape) for t in state]})"
             )
-        for field, have, want in zip(st._fields, state, expected):
+        for field, have, want in zip(fields, state, shapes):
             free = self._free_state_dims.get(field, ())
-            shape_ok = all(
-                h == w or d in free for d, (h, w) in enumerate(zip(have.shape, want.shape))
-            )
-            if not shape_ok:
-                shown = tuple("*" if d in free else s for d, s in enumerate(want.shape))
+            if not all(h == w or d in free for d, (h, w) in enumerate(zip(have.shape, want))):
+                shown = tuple("*" if d in free else s for d, s in enumerate(want))
                 raise ValueError(
                     f"{name}: state.{field} must have shape {shown} for a batch of {batch}, "
                     f"got {tuple(have.shape)}"
@@ -205,4 +240,3 @@ class SequenceModule(nn.Module):
                 raise TypeError(f"{name}: state.{field} has dtype {have.dtype} but the input is {x.dtype}")
             if have.device != x.device:
                 raise ValueError(f"{name}: state.{field} is on {have.device} but the input is on {x.device}")
-        return state

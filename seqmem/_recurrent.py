@@ -68,6 +68,9 @@ class RecurrentBase(SequenceModule):
         ]
         return self.state_type(*zeros)
 
+    def _reference_tensor(self) -> Tensor:
+        return self._parameters["weight_hh"]
+
     def _params(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
 
