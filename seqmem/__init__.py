@@ -8,6 +8,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import diagnostics, tasks
+from .compare import compare
 from .gru import GRU
 from .lstm import LSTM, LSTMGates
 from .protocol import (
@@ -21,9 +23,12 @@ from .protocol import (
     map_state,
     state_nbytes,
 )
+from .network import SequenceNetwork, size_for_budget
 from .registry import build, model_names
 from .rnn import RNN
-from .ssm import SelectiveSSM
+from .ssm import ScanInputs, SelectiveSSM
+from .tasks import get_task, task_names
+from .train import TrainResult, evaluate, train
 from .transformer import CausalTransformer
 
 __all__ = [
@@ -37,12 +42,23 @@ __all__ = [
     "LSTMState",
     "RNNState",
     "SSMState",
+    "ScanInputs",
     "SelectiveSSM",
     "SequenceModel",
+    "SequenceNetwork",
     "State",
+    "TrainResult",
     "__version__",
     "build",
+    "compare",
+    "diagnostics",
+    "evaluate",
+    "get_task",
     "map_state",
     "model_names",
+    "size_for_budget",
     "state_nbytes",
+    "task_names",
+    "tasks",
+    "train",
 ]

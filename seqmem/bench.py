@@ -1,0 +1,617 @@
+"""`seqmem bench`: time, peak memory and state size against `seq_len`, for every model and backend.
+
+Three modes are measured, each as the median of repeated runs after warm-up:
+
+- `forward`: the whole sequence, no gradient (inference on a prompt);
+- `train`: forward + backward of a scalar loss (one training step, without the optimizer);
+- `step`: streaming latency per step at batch size 1, averaged over a stream of `seq_len` steps
+  from the initial state (for attention the cost of a step grows with the cache, so the average
+  over the stream is what a streaming user pays).
+
+Baselines: `torch.nn.RNN/LSTM/GRU` (oneDNN kernels) for `forward` and `train`, and their `*Cell`
+classes for `step`. Peak memory is the peak of the bytes PyTorch's CPU allocator holds during one
+run, from `torch.profiler` (allocations made outside PyTorch, e.g. by NumPy, are not seen: the
+Numba wrappers allocate their buffers as torch tensors so they are). `state_bytes` is
+[`state_nbytes`][seqmem.state_nbytes] of the state after the sequence.
+
+Speed goals are reported here, never asserted in tests: timings depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._module import check_choice
+from .protocol import state_nbytes
+from .registry import build, model_names
+
+__all__ = [
+    "BenchRecord",
+    "TargetRecord",
+    "bench",
+    "compare_baselines",
+    "plot_bench",
+    "write_json",
+]
+
+MODES = ("forward", "train", "step")
+BASELINES = {"rnn": (nn.RNN, nn.RNNCell), "lstm": (nn.LSTM, nn.LSTMCell), "gru": (nn.GRU, nn.GRUCell)}
+
+
+@dataclass
+class BenchRecord:
+    """One measured case.
+
+    Attributes:
+        model: model name (`lstm`, ...), or `torch.nn.LSTM` etc. for a baseline.
+        backend: `torch`, `numba`, or `oneDNN` for a `torch.nn` baseline.
+        mode: `forward`, `train` or `step`.
+        batch_size: sequences per batch (1 for `step`).
+        seq_len: sequence length (for `step`, the length of the stream).
+        width: `hidden_size` or `d_model`.
+        median_s: median wall time of one run, in seconds (for `step`: of one step).
+        min_s: the fastest run, in seconds.
+        repeats: number of timed runs.
+        peak_bytes: peak bytes held by PyTorch's allocator during one run (`None` if not measured).
+        state_bytes: bytes of the state after the sequence (`None` for `torch.nn` baselines).
+        threads: torch and numba threads used.
+        params: number of parameters.
+    """
+
+    model: str
+    backend: str
+    mode: str
+    batch_size: int
+    seq_len: int
+    width: int
+    median_s: float
+    min_s: float
+    repeats: int
+    peak_bytes: int | None
+    state_bytes: int | None
+    threads: int
+    params: int
+
+    @property
+    def label(self) -> str:
+        """`model/backend`, as used in tables and plot legends."""
+        return self.model if self.model.startswith("torch.nn") else f"{self.model}/{self.backend}"
+
+
+@dataclass
+class TargetRecord:
+    """A speed goal of the Numba backend, measured as a ratio in one run.
+
+    Attributes:
+        name: what is compared.
+        ours_s: seqmem's time (seconds).
+        baseline_s: the baseline's time (seconds).
+        speedup: `baseline_s / ours_s`.
+        goal: the speed-up the goal asks for (a minimum).
+        met: whether `speedup >= goal`.
+        note: extra facts (sizes, errors).
+    """
+
+    name: str
+    ours_s: float
+    baseline_s: float
+    speedup: float
+    goal: float
+    met: bool
+    note: str = ""
+
+
+@dataclass
+class _Case:
+    model: str
+    backend: str
+    mode: str
+    batch_size: int
+    seq_len: int
+    width: int
+    module: nn.Module = field(repr=False)
+    is_baseline: bool = False
+
+
+# ---------------------------------------------------------------------------- threads
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Run the block with `n` torch threads (and `n` numba threads if numba is loaded)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    numba_mod = sys.modules.get("numba")
+    old_nb = None
+    if numba_mod is not None:
+        old_nb = numba_mod.get_num_threads()
+        numba_mod.set_num_threads(min(n, numba_mod.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+        if numba_mod is not None and old_nb is not None:
+            numba_mod.set_num_threads(old_nb)
+
+
+# ---------------------------------------------------------------------------- building cases
+def _build_model(name: str, width: int, backend: str) -> nn.Module:
+    if name in ("rnn", "lstm", "gru"):
+        model = build(name, width, width)
+    elif name == "transformer":
+        model = build(name, width, n_heads=max(1, width // 32), n_layers=2)
+    else:
+        model = build(name, width)
+    model.backend = backend
+    return model
+
+
+def _timed(fn: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _peak_bytes(fn: Callable[[], Any]) -> int:
+    """Peak of PyTorch's CPU allocations during `fn()`, from the profiler's memory events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn()
+    events = sorted(
+        (e for e in prof.events() if e.self_cpu_memory_usage != 0), key=lambda e: e.time_range.start
+    )
+    current = peak = 0
+    for e in events:
+        current += e.self_cpu_memory_usage
+        peak = max(peak, current)
+    return peak
+
+
+def _runner(case: _Case, x: torch.Tensor) -> Callable[[], Any]:
+    m = case.module
+    if case.mode == "forward":
+
+        def run() -> Any:
+            with torch.no_grad():
+                return m(x)
+
+    elif case.mode == "train":
+        params = list(m.parameters())
+
+        def run() -> Any:
+            for p in params:
+                p.grad = None
+            y = m(x)[0]
+            y.square().mean().backward()
+
+    else:  # step: a stream of seq_len steps, batch 1, no gradient
+
+        def run() -> Any:
+            with torch.no_grad():
+                state = None
+                if case.is_baseline:
+                    for t in range(x.shape[1]):
+                        state = m(x[:, t], state)
+                else:
+                    state = m.initial_state(x.shape[0])
+                    for t in range(x.shape[1]):
+                        _, state = m.step(x[:, t], state)
+            return state
+
+    return run
+
+
+def _cases(
+    models: Sequence[str],
+    backends: Sequence[str] | None,
+    modes: Sequence[str],
+    seq_lens: Sequence[int],
+    batch_sizes: Sequence[int],
+    width: int,
+    baselines: bool,
+) -> Iterator[_Case]:
+    for mode in modes:
+        batches = [1] if mode == "step" else batch_sizes
+        for name in models:
+            probe = _build_model(name, width, "torch")
+            for backend in probe.backends:
+                if backends is not None and backend not in backends:
+                    continue
+                module = _build_model(name, width, backend)
+                for B in batches:
+                    for T in seq_lens:
+                        yield _Case(name, backend, mode, B, T, width, module)
+            if baselines and name in BASELINES:
+                seq_cls, cell_cls = BASELINES[name]
+                module = cell_cls(width, width) if mode == "step" else seq_cls(width, width, batch_first=True)
+                label = f"torch.nn.{type(module).__name__}"
+                for B in batches:
+                    for T in seq_lens:
+                        yield _Case(label, "oneDNN", mode, B, T, width, module, is_baseline=True)
+
+
+def _default_repeats(seq_len: int, batch: int, quick: bool) -> int:
+    work = seq_len * max(batch, 1)
+    base = 3 if quick else 7
+    return max(2, base if work < 8192 else base // 2 + 1)
+
+
+def bench(
+    models: Sequence[str] | None = None,
+    *,
+    backends: Sequence[str] | None = None,
+    modes: Sequence[str] = MODES,
+    seq_lens: Sequence[int] = (64, 256, 1024),
+    batch_sizes: Sequence[int] = (32,),
+    width: int = 64,
+    repeats: int | None = None,
+    warmup: int = 1,
+    num_threads: int = 1,
+    baselines: bool = True,
+    memory: bool = True,
+    max_step_seq_len: int = 1024,
+    quick: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> list[BenchRecord]:
+    """Measure time, peak memory and state size of every model x backend against `seq_len`.
+
+    Args:
+        models: model names (default: all of `seqmem.model_names()`).
+        backends: restrict to these backends (default: every backend each model supports).
+        modes: any of `"forward"`, `"train"`, `"step"`.
+        seq_lens: sequence lengths `T` to measure.
+        batch_sizes: batch sizes for `forward` and `train` (`step` always uses batch 1).
+        width: `hidden_size` of RNN/LSTM/GRU (also their `input_size`), `d_model` of the others.
+        repeats: timed runs per case (default: 7, fewer for large cases; 3 with `quick`).
+        warmup: untimed runs first (compiles numba kernels, warms caches).
+        num_threads: torch and numba threads (1 by default: the most stable figures on a
+            shared CPU).
+        baselines: include `torch.nn.RNN/LSTM/GRU` and their cells.
+        memory: measure peak memory with `torch.profiler` (one extra untimed run per case).
+        max_step_seq_len: longest stream measured in `step` mode (a Python loop per step).
+        quick: a small grid for smoke tests (`seq_lens` 32 and 128, batch 8, width 32, few repeats).
+        progress: called with a description before each case.
+
+    Returns:
+        One `BenchRecord` per case.
+
+    Raises:
+        ValueError: for unknown model names or modes, or non-positive sizes.
+    """
+    models = list(models) if models is not None else model_names()
+    for name in models:
+        check_choice("model", name, model_names(), "seqmem.bench")
+    for mode in modes:
+        check_choice("mode", mode, MODES, "seqmem.bench")
+    if quick:
+        seq_lens, batch_sizes, width = (32, 128), (8,), 32
+    for what, values in (("seq_lens", seq_lens), ("batch_sizes", batch_sizes), ("width", [width])):
+        if not values or any(int(v) < 1 for v in values):
+            raise ValueError(f"seqmem.bench: {what} must be positive integers, got {list(values)}")
+    records: list[BenchRecord] = []
+    gen = torch.Generator().manual_seed(0)
+    with threads(num_threads):
+        for case in _cases(models, backends, modes, seq_lens, batch_sizes, width, baselines):
+            if case.mode == "step" and case.seq_len > max_step_seq_len:
+                continue
+            if progress is not None:
+                progress(f"{case.model}/{case.backend} {case.mode} B={case.batch_size} T={case.seq_len}")
+            x = torch.randn(case.batch_size, case.seq_len, width, generator=gen)
+            run = _runner(case, x)
+            n = repeats if repeats is not None else _default_repeats(case.seq_len, case.batch_size, quick)
+            times = _timed(run, n, warmup)
+            per = case.seq_len if case.mode == "step" else 1
+            # a stream's memory is its state (state_bytes); peak memory is measured for whole sequences
+            peak = _peak_bytes(run) if memory and case.mode != "step" else None
+            state_bytes = None
+            if not case.is_baseline:
+                with torch.no_grad():
+                    state_bytes = state_nbytes(case.module(x)[1])
+            records.append(
+                BenchRecord(
+                    model=case.model,
+                    backend=case.backend,
+                    mode=case.mode,
+                    batch_size=case.batch_size,
+                    seq_len=case.seq_len,
+                    width=width,
+                    median_s=statistics.median(times) / per,
+                    min_s=min(times) / per,
+                    repeats=n,
+                    peak_bytes=peak,
+                    state_bytes=state_bytes,
+                    threads=num_threads,
+                    params=sum(p.numel() for p in case.module.parameters()),
+                )
+            )
+    return records
+
+
+# ---------------------------------------------------------------------------- goals vs baselines
+def _median_time(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> float:
+    return statistics.median(_timed(fn, repeats, warmup))
+
+
+def _step_time(step: Callable[[Any], Any], state: Any, n_steps: int, repeats: int) -> float:
+    def run() -> None:
+        s = state
+        for _ in range(n_steps):
+            s = step(s)
+
+    return _median_time(run, repeats) / n_steps
+
+
+def _subprocess_seconds(code: str) -> tuple[float, str]:
+    out = (
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ}
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    seconds, _, extra = out.partition(" ")
+    return float(seconds), extra
+
+
+def compare_baselines(num_threads: int = 1, repeats: int = 7, quick: bool = False) -> list[TargetRecord]:
+    """Measure the Numba backend's speed goals against the `torch.nn` baselines, in one run.
+
+    Goals (ratios `baseline / numba`):
+
+    | case | goal |
+    | --- | --- |
+    | streaming step, B=1, H=64: LSTM and GRU vs `LSTMCell`/`GRUCell` | >= 10 |
+    | forward, B=1, T=1000, H=64: LSTM vs `torch.nn.LSTM` | >= 1 |
+    | forward, B=32, T=256, H=128: GRU, RNN vs `torch.nn.GRU`/`RNN` | > 1 |
+    | forward, B=32, T=256, H=128: LSTM vs `torch.nn.LSTM` | >= 0.5 |
+    | train step, B=32, T=256, H=128: LSTM vs `torch.nn.LSTM` autograd | >= 0.5 |
+    | selective scan, B=8, D=256, N=16, L=1024: vs the `"torch"` reference loop | >= 30 |
+    | `import seqmem` (fresh process), seconds, numba not imported | < 1 s |
+    | a second process's first numba call (cache), seconds | < 0.5 s |
+
+    Args:
+        num_threads: torch and numba threads.
+        repeats: timed runs per measurement (median).
+        quick: smaller sizes (for smoke tests; the ratios are then not the goals' cases).
+
+    Returns:
+        One `TargetRecord` per goal.
+    """
+    from .ssm.numba_scan import selective_scan_numba
+    from .ssm.reference import selective_scan
+
+    results: list[TargetRecord] = []
+    gen = torch.Generator().manual_seed(0)
+
+    def add(name: str, ours: float, base: float, goal: float, note: str = "") -> None:
+        speedup = base / ours
+        results.append(TargetRecord(name, ours, base, speedup, goal, speedup >= goal, note))
+
+    H_small, T_long = (32, 200) if quick else (64, 1000)
+    B_big, T_big, H_big = (8, 64, 64) if quick else (32, 256, 128)
+    with threads(num_threads), torch.no_grad():
+        for name in ("lstm", "gru"):
+            ours = _build_model(name, H_small, "numba")
+            cell = BASELINES[name][1](H_small, H_small)
+            x = torch.randn(1, H_small, generator=gen)
+            t_ours = _step_time(lambda s, m=ours, x=x: m.step(x, s)[1], ours.initial_state(1), 200, repeats)
+            t_base = _step_time(lambda s, c=cell, x=x: c(x, s), None, 200, repeats)
+            add(f"step B=1 H={H_small}: {name} numba vs torch.nn.{type(cell).__name__}", t_ours, t_base, 10.0)
+
+        ours = _build_model("lstm", H_small, "numba")
+        base = nn.LSTM(H_small, H_small, batch_first=True)
+        x = torch.randn(1, T_long, H_small, generator=gen)
+        add(
+            f"forward B=1 T={T_long} H={H_small}: lstm numba vs torch.nn.LSTM",
+            _median_time(lambda: ours(x), repeats),
+            _median_time(lambda: base(x), repeats),
+            1.0,
+        )
+
+        x = torch.randn(B_big, T_big, H_big, generator=gen)
+        for name, goal in (("gru", 1.0), ("rnn", 1.0), ("lstm", 0.5)):
+            ours = _build_model(name, H_big, "numba")
+            base = BASELINES[name][0](H_big, H_big, batch_first=True)
+            add(
+                f"forward B={B_big} T={T_big} H={H_big}: {name} numba vs torch.nn.{type(base).__name__}",
+                _median_time(lambda m=ours: m(x), repeats),
+                _median_time(lambda m=base: m(x), repeats),
+                goal,
+            )
+
+    with threads(num_threads):
+        for name in ("lstm", "gru", "rnn"):
+            ours = _build_model(name, H_big, "numba")
+            base = BASELINES[name][0](H_big, H_big, batch_first=True)
+
+            def train(m: nn.Module) -> None:
+                m.zero_grad(set_to_none=True)
+                m(x)[0].square().mean().backward()
+
+            add(
+                f"train B={B_big} T={T_big} H={H_big}: {name} numba vs torch.nn.{type(base).__name__}",
+                _median_time(lambda m=ours: train(m), repeats),
+                _median_time(lambda m=base: train(m), repeats),
+                0.5,
+            )
+
+        Bs, D, N, L = (2, 64, 16, 256) if quick else (8, 256, 16, 1024)
+        u = torch.randn(Bs, L, D, generator=gen)
+        delta = torch.rand(Bs, L, D, generator=gen) * 0.1 + 1e-3
+        A = -torch.arange(1, N + 1, dtype=torch.float32).repeat(D, 1)
+        Bm, Cm = torch.randn(Bs, L, N, generator=gen), torch.randn(Bs, L, N, generator=gen)
+        Dv = torch.ones(D)
+        with torch.no_grad():
+            t_ref = _median_time(lambda: selective_scan(u, delta, A, Bm, Cm, Dv), max(2, repeats // 3), 1)
+            t_nb = _median_time(lambda: selective_scan_numba(u, delta, A, Bm, Cm, Dv), repeats)
+            y32 = selective_scan_numba(u, delta, A, Bm, Cm, Dv)[0]
+            y64 = selective_scan_numba(*(t.double() for t in (u, delta, A, Bm, Cm, Dv)))[0]
+        rel = float((y32.double() - y64).norm() / y64.norm())
+        add(
+            f"selective scan B={Bs} D={D} N={N} L={L}: numba vs torch reference loop",
+            t_nb,
+            t_ref,
+            30.0,
+            f"float32 vs float64 relative error {rel:.1e} (goal < 1e-5)",
+        )
+
+    t_import, extra = _subprocess_seconds(
+        "import sys, time; t0 = time.perf_counter(); import torch; t1 = time.perf_counter(); import seqmem; "
+        "t2 = time.perf_counter(); print(t2 - t0, t2 - t1, 'numba' in sys.modules)"
+    )
+    own, loaded = extra.split()
+    results.append(
+        TargetRecord(
+            "import seqmem (fresh process, torch included)",
+            t_import,
+            1.0,
+            1.0 / t_import,
+            1.0,
+            t_import < 1.0 and loaded == "False",
+            f"of which seqmem itself {float(own) * 1e3:.0f} ms; numba imported: {loaded}",
+        )
+    )
+    cold = (
+        "import time, torch, seqmem; m = seqmem.LSTM(8, 8, backend='numba'); x = torch.randn(1, 4, 8); "
+        "t = time.perf_counter(); m(x); print(time.perf_counter() - t)"
+    )
+    _subprocess_seconds(cold)  # fills the cache if it is empty
+    t_cold, _ = _subprocess_seconds(cold)
+    results.append(
+        TargetRecord(
+            "first numba call in a second process (cached)",
+            t_cold,
+            0.5,
+            0.5 / t_cold,
+            1.0,
+            t_cold < 0.5,
+            "seconds, goal < 0.5 s",
+        )
+    )
+    return results
+
+
+# ---------------------------------------------------------------------------- output
+def write_json(records: Iterable[BenchRecord | TargetRecord], path: str | os.PathLike[str]) -> Path:
+    """Write records as a JSON list, atomically (a temporary file, then a rename).
+
+    Args:
+        records: bench or target records.
+        path: the JSON file to write.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps([asdict(r) for r in records], indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def plot_bench(records: Sequence[BenchRecord], out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Log-log plots of time and peak memory against `seq_len`, with O(T) and O(T^2) guides.
+
+    One figure per measure (`bench_time.png`, `bench_memory.png`), one panel per mode, one line per
+    model/backend (at the largest batch size measured).
+
+    Args:
+        records: from `bench`.
+        out_dir: folder for the PNG files (created if missing).
+
+    Returns:
+        The paths written.
+
+    Raises:
+        ImportError: if matplotlib is not installed (`pip install seqmem[plot]`).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("plotting needs matplotlib: pip install 'seqmem[plot]'") from err
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for measure, ylabel, fname in (
+        ("median_s", "seconds (per step for 'step')", "bench_time.png"),
+        ("peak_bytes", "peak bytes allocated", "bench_memory.png"),
+    ):
+        modes = [m for m in MODES if any(r.mode == m and getattr(r, measure) for r in records)]
+        if not modes:
+            continue
+        fig, axes = plt.subplots(1, len(modes), figsize=(5.2 * len(modes), 4.2), squeeze=False)
+        for ax, mode in zip(axes[0], modes, strict=True):
+            rows = [r for r in records if r.mode == mode and getattr(r, measure)]
+            batch = max(r.batch_size for r in rows)
+            labels = sorted({r.label for r in rows})
+            for label in labels:
+                pts = sorted(
+                    (r.seq_len, getattr(r, measure))
+                    for r in rows
+                    if r.label == label and r.batch_size == batch
+                )
+                if pts:
+                    style = "--" if label.startswith("torch.nn") else "-"
+                    ax.plot(*zip(*pts, strict=True), style, marker="o", ms=3, label=label)
+            t = sorted({r.seq_len for r in rows})
+            if len(t) > 1:
+                lo = min(getattr(r, measure) for r in rows)
+                for power, name in ((1, "O(T)"), (2, "O(T²)")):
+                    ax.plot(t, [lo * (v / t[0]) ** power for v in t], ":", color="grey", lw=1)
+                    ax.annotate(name, (t[-1], lo * (t[-1] / t[0]) ** power), fontsize=8, color="grey")
+            ax.set(
+                xscale="log", yscale="log", xlabel="seq_len", ylabel=ylabel, title=f"{mode} (batch {batch})"
+            )
+            ax.grid(True, which="both", alpha=0.3)
+        axes[0][-1].legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        path = out / fname
+        tmp = path.with_name(path.stem + ".tmp.png")
+        fig.savefig(tmp, dpi=110)
+        plt.close(fig)
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+def format_bytes(n: int | None) -> str:
+    """`1536` -> `"1.5 KiB"`; `None` -> `"-"`."""
+    if n is None:
+        return "-"
+    if n == 0:
+        return "0 B"
+    units = ["B", "KiB", "MiB", "GiB"]
+    k = min(int(math.log(max(n, 1), 1024)), len(units) - 1)
+    return f"{n / 1024**k:.3g} {units[k]}"
+
+
+def format_seconds(s: float) -> str:
+    """Seconds in the most readable unit: `3.2 us`, `12.5 ms`, `1.24 s`."""
+    if s < 1e-3:
+        return f"{s * 1e6:.3g} us"
+    if s < 1:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s:.3g} s"

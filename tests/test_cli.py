@@ -1,0 +1,86 @@
+"""The `seqmem` command line through typer's CliRunner: compare (and resume), list, bad options."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from seqmem.cli import app
+
+runner = CliRunner()
+TINY = ["--steps", "3", "--params", "1500", "--batch-size", "8", "--no-plot"]
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    old = torch.get_num_threads()
+    yield
+    torch.set_num_threads(old)
+
+
+def test_compare_writes_results_and_resumes(tmp_path):
+    out = tmp_path / "a"
+    args = ["compare", "--task", "xor-echo", "--models", "rnn,gru", "--seq-lens", "3,4", "--seeds", "0",
+            "--out", str(out), *TINY]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    assert {json.loads(x)["model"] for x in lines} == {"rnn", "gru"}
+    assert "accuracy" in first.stdout and "gru" in first.stdout  # the results table
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert (out / "results.jsonl").read_text().splitlines() == lines  # nothing retrained
+    assert second.stderr.count("already done") == 4
+
+
+def test_compare_text_with_a_corpus(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("to be or not to be, that is the question. " * 30, encoding="utf-8")
+    res = runner.invoke(app, ["compare", "--task", "text", "--corpus", str(corpus), "--models", "gru",
+                              "--seq-lens", "8", "--out", str(tmp_path / "t"), "-q", *TINY[:-3], "--params",
+                              "4000", "--no-plot"])
+    assert res.exit_code == 0, res.output
+    assert "bits per char" in res.stdout
+
+
+def test_list():
+    res = runner.invoke(app, ["list"])
+    assert res.exit_code == 0
+    for name in ("rnn", "lstm", "gru", "transformer", "mamba", "s4d", "xor-echo", "text"):
+        assert name in res.stdout
+
+
+def test_version():
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.stdout.startswith("seqmem ")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--models", "rnn,elman"], "unknown name 'elman'"),
+    (["--task", "sudoku"], "unknown task 'sudoku'"),
+    (["--seq-lens", "5,x"], "'x' is not an integer"),
+    (["--seq-lens", "0"], "below the minimum"),
+    (["--seeds", ""], "comma-separated"),
+    (["--steps", "0"], "--steps"),
+    (["--backend", "jax"], "unknown backend 'jax'"),
+    (["--lr", "0"], "positive"),
+    (["--params", "10"], "too small"),
+    (["--corpus", "/no/such/file.txt", "--task", "text"], "does not exist"),
+])
+def test_bad_options_give_a_clean_message(tmp_path, args, message):
+    res = runner.invoke(app, ["compare", "--out", str(tmp_path / "o"), *args])
+    assert res.exit_code == 2
+    assert message in " ".join(res.output.split())  # rich may wrap the box
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_corpus_needs_the_text_task(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("abc " * 100, encoding="utf-8")
+    res = runner.invoke(app, ["compare", "--corpus", str(corpus), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "--task text" in " ".join(res.output.split())

@@ -1,0 +1,182 @@
+"""The network wrapper, sizing to a parameter budget, and the training loop (loss goes down, NaN guard)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import seqmem
+from seqmem.network import SequenceNetwork, auto_heads, size_for_budget, width_multiple
+from seqmem.tasks import get_task
+from seqmem.train import derive_seed, evaluate, lr_at, train
+
+MODELS = seqmem.model_names()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Networks this small train fastest on one thread (several threads on a busy machine: 25x slower)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def xor() -> seqmem.tasks.Task:
+    return get_task("xor-echo", seq_len=6)
+
+
+@pytest.fixture(scope="module")
+def text() -> seqmem.tasks.Task:
+    return get_task("text", seq_len=8)
+
+
+# ---------------------------------------------------------------------------------------- sizing
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("budget", [5_000, 20_000, 60_000])
+def test_size_for_budget_within_ten_percent(model, budget, xor, text):
+    for task in (xor, text):
+        width, count = size_for_budget(model, budget, task)
+        assert abs(count - budget) <= 0.1 * budget
+        assert width % width_multiple(model) == 0
+        assert SequenceNetwork.for_task(model, task, width).num_parameters() == count
+
+
+def test_size_for_budget_errors(xor, text):
+    with pytest.raises(ValueError, match="too small"):
+        size_for_budget("lstm", 50, text)
+    with pytest.raises(ValueError, match="params"):
+        size_for_budget("lstm", 0, xor)
+    with pytest.raises(ValueError, match="unknown model"):
+        size_for_budget("elman", 1000, xor)
+
+
+def test_transformer_heads_and_width_constraints():
+    assert auto_heads(32) == 4 and auto_heads(28) == 2 and auto_heads(30) == 1
+    with pytest.raises(ValueError, match="even"):
+        SequenceNetwork("transformer", 27, vocab_size=4, output_size=2)
+    with pytest.raises(ValueError, match="divisible"):
+        SequenceNetwork("transformer", 28, vocab_size=4, output_size=2, n_heads=4)
+    net = SequenceNetwork("transformer", 28, vocab_size=4, output_size=2)
+    assert net.n_heads == 2
+
+
+# ---------------------------------------------------------------------------------------- network
+@pytest.mark.parametrize("model", MODELS)
+def test_network_forward_equals_step(model):
+    torch.manual_seed(0)
+    width = 16
+    net = SequenceNetwork(model, width, vocab_size=5, output_size=3).double()
+    x = torch.randint(0, 5, (2, 7))
+    logits, state = net(x)
+    assert logits.shape == (2, 7, 3)
+    assert len(state) == len(net.layers)
+    st, outs = None, []
+    for t in range(7):
+        out, st = net.step(x[:, t], st)
+        outs.append(out)
+    torch.testing.assert_close(torch.stack(outs, 1), logits, rtol=1e-9, atol=1e-9)
+    # chunked streaming is exact
+    a, s1 = net(x[:, :3])
+    b, _ = net(x[:, 3:], s1)
+    torch.testing.assert_close(torch.cat([a, b], 1), logits, rtol=1e-9, atol=1e-9)
+
+
+def test_network_real_inputs_and_errors():
+    net = SequenceNetwork("gru", 8, input_size=3, output_size=1)
+    y, _ = net(torch.randn(2, 5, 3))
+    assert y.shape == (2, 5, 1)
+    with pytest.raises(ValueError, match="input_size=3"):
+        net(torch.randn(2, 5, 4))
+    with pytest.raises(ValueError, match="exactly one"):
+        SequenceNetwork("gru", 8, output_size=1)
+    with pytest.raises(ValueError, match="unknown model"):
+        SequenceNetwork("elman", 8, vocab_size=3, output_size=1)
+    tok = SequenceNetwork("lstm", 8, vocab_size=3, output_size=2)
+    with pytest.raises(ValueError, match="integer"):
+        tok(torch.randn(2, 5))
+    assert tok.state_bytes(torch.zeros(4, 5, dtype=torch.long)) == 2 * 8 * 4  # h and c, float32
+
+
+# ---------------------------------------------------------------------------------------- training
+def test_lr_schedule():
+    lrs = [lr_at(s, 100, 1.0, 10) for s in range(100)]
+    assert lrs[9] == pytest.approx(1.0) and lrs[0] == pytest.approx(0.1)
+    assert lrs[-1] == pytest.approx(0.1) and all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
+
+
+def test_derive_seed_independent_and_stable():
+    assert derive_seed(0, "data") == derive_seed(0, "data")
+    assert len({derive_seed(0, "data"), derive_seed(0, "eval"), derive_seed(1, "data")}) == 3
+    assert 0 <= derive_seed(123, "init") < 2**63
+
+
+def test_train_loss_decreases_and_is_seeded(xor):
+    task = get_task("xor-echo", seq_len=3)
+
+    def run():
+        torch.manual_seed(0)
+        net = SequenceNetwork.for_task("gru", task, 16)
+        return train(net, task, steps=150, batch_size=32, lr=1e-2, eval_batches=2)
+
+    seen = []
+    torch.manual_seed(0)
+    net = SequenceNetwork.for_task("gru", task, 16)
+    result = train(net, task, steps=150, batch_size=32, lr=1e-2, eval_batches=2,
+                   callback=lambda step, steps, loss: seen.append((step, steps)))
+    assert seen[0] == (1, 150) and seen[-1] == (150, 150)
+    assert result.steps == 150 and result.diverged_at is None and len(result.losses) == 150
+    assert sum(result.losses[-15:]) / 15 < 0.5 * sum(result.losses[:15]) / 15
+    assert result.metric > 0.9 and result.metric_name == "accuracy"
+    assert result.eval_loss < 0.3 and result.wall_s > 0
+    again = run()
+    assert again.losses == result.losses and again.metric == result.metric
+    assert "losses" not in result.to_dict() and len(result.to_dict(losses=True)["losses"]) == 150
+
+
+def test_nan_guard_records_the_step(xor):
+    net = SequenceNetwork.for_task("rnn", xor, 8)
+    calls = {"n": 0}
+
+    def poison(module, args, output):  # the loss turns NaN at the 4th forward pass
+        calls["n"] += 1
+        return output * float("nan") if calls["n"] == 4 else output
+
+    handle = net.head.register_forward_hook(poison)
+    result = train(net, xor, steps=20, batch_size=8, eval_batches=1)
+    handle.remove()
+    assert result.diverged_at == 4 and result.steps == 3
+    assert "nan" in result.diverged
+    assert all(torch.isfinite(p).all() for p in net.parameters())  # the bad step was not applied
+    assert result.metric is not None  # still evaluated on the last finite parameters
+
+
+def test_nan_guard_on_gradients(xor):
+    net = SequenceNetwork.for_task("lstm", xor, 8)
+    net.head.weight.register_hook(lambda g: g * float("inf"))
+    result = train(net, xor, steps=5, batch_size=8, eval_batches=1)
+    assert result.diverged_at == 1 and "gradient" in result.diverged and result.steps == 0
+    assert math.isnan(result.train_loss)
+
+
+def test_evaluate_text_is_deterministic_and_bounded(text):
+    torch.manual_seed(0)
+    net = SequenceNetwork.for_task("gru", text, 8)
+    a = evaluate(net, text, n_batches=2, seed=0, batch_size=16)
+    b = evaluate(net, text, n_batches=2, seed=0, batch_size=16)
+    assert a == b and a.metric_name == "bits_per_char" and a.count == 2 * 16 * 8
+    assert a.metric == pytest.approx(a.loss / math.log(2))
+    assert net.training  # mode restored
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"steps": 0}, "steps"), ({"steps": 5, "lr": 0.0}, "lr"), ({"steps": 5, "clip": -1.0}, "clip"),
+    ({"steps": 5, "batch_size": 0}, "batch_size"), ({"steps": 5, "weight_decay": -0.1}, "weight_decay"),
+])
+def test_train_rejects_bad_settings(xor, kwargs, match):
+    net = SequenceNetwork.for_task("rnn", xor, 4)
+    with pytest.raises(ValueError, match=match):
+        train(net, xor, **kwargs)
