@@ -3,6 +3,8 @@
 - `JIT` holds the flags of every kernel: `cache=True` (a second process loads the compiled code
   instead of compiling again), `nogil=True`, and never `fastmath` (it makes `isnan` always false,
   and NaNs must be seen by the training loop's guard).
+- Parallel kernels use numba's `workqueue` threading layer unless `NUMBA_THREADING_LAYER` says
+  otherwise: the OpenMP layer's spinning workers slow PyTorch down for the rest of the process.
 - Numba writes its cache beside the source by default. When the package directory is read-only
   (a system or a container install), the cache goes to a user cache directory instead
   (`$SEQMEM_CACHE_DIR`, else `$XDG_CACHE_HOME/seqmem/numba`, else `~/.cache/seqmem/numba`).
@@ -36,6 +38,12 @@ import numba  # noqa: E402  (the cache directory must be chosen before numba rea
 
 if _cache_dir is not None:  # numba may have been imported (and configured) before us
     numba.config.CACHE_DIR = _cache_dir
+
+# Numba's OpenMP threading layer leaves its worker threads spinning after a parallel kernel, and
+# PyTorch's own OpenMP pool then runs up to 50x slower for the rest of the process. The workqueue
+# layer has no such cost. An explicit NUMBA_THREADING_LAYER still wins.
+if not os.environ.get("NUMBA_THREADING_LAYER"):
+    numba.config.THREADING_LAYER = "workqueue"
 
 JIT = {"cache": True, "nogil": True, "fastmath": False}
 """Flags of every serial kernel."""
