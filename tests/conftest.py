@@ -33,3 +33,30 @@ torch.set_num_threads(1)
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"seqmem: hypothesis profile {settings._current_profile!r}, NUMBA_DISABLE_JIT={int(NO_JIT)}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_numba_kernels() -> None:
+    """Compile (or load from the cache) every numba kernel specialisation once, before any test runs,
+    so that hypothesis deadlines and test durations measure the code, not the compiler."""
+    import itertools
+
+    import seqmem
+
+    variants = [
+        *(seqmem.RNN(3, 4, nonlinearity=n, bias=b) for n, b in itertools.product(("tanh", "relu"), (True, False))),
+        *(seqmem.LSTM(3, 4, peephole=p, bias=b) for p, b in itertools.product((False, True), (True, False))),
+        *(seqmem.GRU(3, 4, reset_after=r, bias=b) for r, b in itertools.product((True, False), (True, False))),
+        seqmem.SelectiveSSM(3, d_state=2),
+        seqmem.SelectiveSSM(3, d_state=2, selective=False),
+    ]
+    for model, dtype in itertools.product(variants, (torch.float32, torch.float64)):
+        model = model.to(dtype)
+        model.backend = "numba"
+        x = torch.randn(2, 3, model.input_size, dtype=dtype, requires_grad=True)
+        y, state = model(x)
+        y.sum().backward()
+        state = state.detach()
+        with torch.no_grad():
+            model.step(x[:, 0].detach(), state)
+        model.step(x[:, 0], state)[0].sum().backward()
