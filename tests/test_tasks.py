@@ -21,7 +21,10 @@ def gen(seed: int) -> torch.Generator:
 def test_registry_names_and_unknown_name():
     assert {"xor-echo", "text"} <= set(task_names())
     for name in task_names():
-        task = get_task(name, seq_len=8)
+        try:
+            task = get_task(name, seq_len=64)  # long enough for every task at its defaults
+        except ImportError:  # digits, vowels without the seqmem[data] extra
+            continue
         assert isinstance(task, Task)
         assert task.name == name and task.description
     with pytest.raises(ValueError, match="xor-echo"):  # lists the known names

@@ -4,6 +4,16 @@
 | --- | --- | --- |
 | `xor-echo` | `XorEcho(seq_len, alphabet=4)` | accuracy |
 | `text` | `CharText(seq_len, corpus=None, valid_fraction=0.1)` | bits per character |
+| `adding` | `Adding(seq_len, metric="mse", tolerance=0.04)` | mse (or accuracy within `tolerance`) |
+| `copy` | `Copy(seq_len, n_tokens=10, alphabet=8)` | accuracy per symbol |
+| `selective-copy` | `SelectiveCopy(seq_len, n_tokens=8, alphabet=8)` | accuracy per symbol |
+| `induction` | `Induction(seq_len, vocab_size=16)` | accuracy |
+| `assoc-recall` | `AssocRecall(seq_len, num_kv_pairs=8, vocab_size=64)` | accuracy per query |
+| `digits` | `Digits(seq_len, layout=None)`: seq_len 64 (pixels) or 8 (rows) | accuracy |
+| `vowels` | `JapaneseVowels(seq_len)` | accuracy |
+
+`digits` and `vowels` read data sets that ship inside scikit-learn and sktime: install the extra
+with `pip install "seqmem[data]"` (building them without it raises an `ImportError` saying so).
 
 Example:
     >>> import torch
@@ -18,15 +28,26 @@ from __future__ import annotations
 from typing import Any
 
 from .._module import check_choice
+from .adding import Adding
 from .base import Batch, BatchScore, Task
+from .copy import Copy, SelectiveCopy
+from .datasets import Digits, JapaneseVowels
+from .recall import AssocRecall, Induction
 from .text import CharText, default_corpus
 from .xor_echo import XorEcho
 
 __all__ = [
     "TASKS",
+    "Adding",
+    "AssocRecall",
     "Batch",
     "BatchScore",
     "CharText",
+    "Copy",
+    "Digits",
+    "Induction",
+    "JapaneseVowels",
+    "SelectiveCopy",
     "Task",
     "XorEcho",
     "default_corpus",
@@ -37,6 +58,13 @@ __all__ = [
 TASKS: dict[str, type[Task]] = {
     XorEcho.name: XorEcho,
     CharText.name: CharText,
+    Adding.name: Adding,
+    Copy.name: Copy,
+    SelectiveCopy.name: SelectiveCopy,
+    Induction.name: Induction,
+    AssocRecall.name: AssocRecall,
+    Digits.name: Digits,
+    JapaneseVowels.name: JapaneseVowels,
 }
 """Task name -> class."""
 
@@ -52,7 +80,8 @@ def get_task(name: str, seq_len: int, **kwargs: Any) -> Task:
     Args:
         name: one of `task_names()`.
         seq_len: length of every sequence.
-        **kwargs: the task's options (e.g. `alphabet=4` for `xor-echo`, `corpus="book.txt"` for `text`).
+        **kwargs: the task's options (e.g. `alphabet=4` for `xor-echo`, `corpus="book.txt"` for `text`,
+            `num_kv_pairs=4` for `assoc-recall`).
 
     Returns:
         The task.
@@ -61,6 +90,7 @@ def get_task(name: str, seq_len: int, **kwargs: Any) -> Task:
         ValueError: for an unknown name (the message lists the known ones), a bad `seq_len` or a
             bad option value.
         TypeError: for an option the task does not take.
+        ImportError: for `digits` or `vowels` without the `data` extra (`pip install "seqmem[data]"`).
     """
     check_choice("task", name, task_names(), "seqmem.tasks.get_task")
     return TASKS[name](seq_len, **kwargs)

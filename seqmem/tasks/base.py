@@ -6,7 +6,7 @@ axes describe every task, so one training loop serves them all:
 
 | | `target="last"` (one target per sequence) | `target="all"` (a target at masked positions) |
 | --- | --- | --- |
-| `loss_kind="cross_entropy"` | XOR-echo, sequence classification | character LM, copy, induction, recall |
+| `loss_kind="cross_entropy"` | XOR-echo, induction, digits, vowels | character LM, copy, selective copy, recall |
 | `loss_kind="mse"` | the adding problem | |
 
 Inputs are either tokens (`input_kind="tokens"`: `x` is `(batch, seq_len)` int64 in
