@@ -8,7 +8,8 @@ streaming inference need.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Protocol, Union, runtime_checkable
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -140,7 +141,7 @@ class SSMState(NamedTuple):
 
 
 
-State = Union[RNNState, LSTMState, GRUState, KVCache, SSMState]
+State = RNNState | LSTMState | GRUState | KVCache | SSMState
 """Any of seqmem's state types."""
 
 

@@ -70,7 +70,10 @@ class GRU(RecurrentBase):
     def _torch_incompatibility(self) -> str | None:
         if self.reset_after:
             return None
-        return "torch.nn.GRU computes the reset_after=True form only; this model has reset_after=False (Cho et al. 2014)"
+        return (
+            "torch.nn.GRU computes the reset_after=True form only; "
+            "this model has reset_after=False (Cho et al. 2014)"
+        )
 
     @classmethod
     def _kwargs_from_torch(cls, module: nn.Module) -> dict[str, Any]:

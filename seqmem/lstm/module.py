@@ -53,7 +53,7 @@ class LSTM(RecurrentBase):
     """
 
     state_type = LSTMState
-    backends = ("torch",)
+    backends = ("torch", "numba")
     num_gates = 4
     torch_classes = (nn.LSTM, nn.LSTMCell)
 
