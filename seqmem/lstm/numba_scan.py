@@ -80,7 +80,7 @@ from torch.autograd.function import once_differentiable
 from .._numba import JIT, PJIT, intrinsic, njit, numba, prange
 from ..protocol import LSTMState
 
-__all__ = ["lstm_scan_numba", "lstm_step_numba"]
+__all__ = ["clear_step_cache", "lstm_scan_numba", "lstm_step_numba"]
 
 # `error_model="numpy"` lets the gate loops vectorise (see the module docstring).
 _JIT = {**JIT, "error_model": "numpy"}
