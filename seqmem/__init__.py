@@ -11,7 +11,9 @@ __version__ = "0.1.0"
 from . import diagnostics, tasks
 from .compare import compare
 from .gru import GRU
+from .io import load, save
 from .lstm import LSTM, LSTMGates
+from .network import SequenceNetwork, size_for_budget
 from .protocol import (
     GRUState,
     KVCache,
@@ -23,7 +25,6 @@ from .protocol import (
     map_state,
     state_nbytes,
 )
-from .network import SequenceNetwork, size_for_budget
 from .registry import build, model_names
 from .rnn import RNN
 from .ssm import ScanInputs, SelectiveSSM
@@ -54,8 +55,10 @@ __all__ = [
     "diagnostics",
     "evaluate",
     "get_task",
+    "load",
     "map_state",
     "model_names",
+    "save",
     "size_for_budget",
     "state_nbytes",
     "task_names",

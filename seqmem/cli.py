@@ -1,10 +1,11 @@
-"""The `seqmem` command line (typer + rich): `seqmem compare`, `seqmem list`, and more.
+"""The `seqmem` command line (typer + rich): compare, report, bench, gradflow, playground, list.
 
 Other modules add their commands to the same `app` with `@app.command()`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .compare import DEFAULTS, RESULTS_FILE, CompareProgress, compare, model_backends, summarize
+from .compare import DEFAULTS, RESULTS_FILE, CompareProgress, SweepError, compare, model_backends
 from .registry import model_names
 from .tasks import TASKS, task_names
 
@@ -45,6 +46,11 @@ def _fail(message: str) -> typer.Exit:
     """Print a one-line error on stderr and return the exit (code 2, as for a usage error)."""
     _stderr.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
+
+
+def _stdout() -> Console:
+    """The console for tables: the terminal's width, or 160 columns when piped (no truncated names)."""
+    return Console(width=None if Console().is_terminal else 160)
 
 
 def _split(value: str, option: str) -> list[str]:
@@ -79,22 +85,61 @@ def _ints(value: str, option: str, minimum: int) -> list[int]:
     return out
 
 
+def _floats(value: str, option: str) -> list[float]:
+    out = []
+    for item in _split(value, option):
+        try:
+            x = float(item)
+        except ValueError:
+            raise typer.BadParameter(f"{item!r} is not a number", param_hint=option) from None
+        if not (math.isfinite(x) and x > 0):
+            raise typer.BadParameter(f"must be a positive number, got {item}", param_hint=option)
+        out.append(x)
+    return out
+
+
+def _task_options(items: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` pairs to task options; a VALUE that parses as JSON (4, 0.5, true) is taken as such."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--task-option")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
 class _RichProgress(CompareProgress):
-    """Two bars on stderr (runs of the sweep; steps of the current run) and a line per finished run."""
+    """Two bars on stderr (runs of the sweep; steps of the current run) and a line per finished run.
+
+    On a parallel executor the step bar is hidden (steps are not reported across processes).
+    """
 
     def __init__(self, progress: Progress | None, console: Console) -> None:
         self.progress = progress
         self.console = console
         self.runs: Any = None
         self.steps: Any = None
+        self.parallel = False
 
     def sweep_started(self, total: int) -> None:
         if self.progress is not None:
             self.runs = self.progress.add_task("runs", total=total)
             self.steps = self.progress.add_task("", total=1, visible=False)
 
+    def executor_started(self, name: str, workers: int) -> None:
+        self.parallel = name != "inline"
+        if self.parallel:
+            where = f"{workers} worker{'s' if workers > 1 else ''}"
+            self.console.print(f"running on the {name} executor ({where})", highlight=False)
+            if self.progress is not None:
+                self.progress.update(self.runs, description=f"runs ({name}, {where})")
+
     def run_started(self, index: int, total: int, spec: dict[str, Any]) -> None:
-        if self.progress is not None:
+        if self.progress is not None and not self.parallel:
             label = f"  {spec['model']} seq_len={spec['seq_len']} seed={spec['seed']}"
             self.progress.reset(self.steps, total=spec["steps"], description=label, visible=True)
 
@@ -110,8 +155,9 @@ class _RichProgress(CompareProgress):
         if record.get("backend", "torch") != "torch":
             how += f", {record['backend']}"
         extra = f", diverged at step {record['diverged_at']}" if record.get("diverged_at") else ""
+        lr = f" lr={record['lr']:g}" if isinstance(record.get("lr"), (int, float)) else ""
         line = (
-            f"[{index + 1}/{total}] {record['model']} seq_len={record['seq_len']} seed={record['seed']}: "
+            f"[{index + 1}/{total}] {record['model']} seq_len={record['seq_len']}{lr} seed={record['seed']}: "
             f"{metric} {shown} ({how}{extra})"
         )
         (self.progress.console if self.progress is not None else self.console).print(line, highlight=False)
@@ -120,46 +166,42 @@ class _RichProgress(CompareProgress):
             self.progress.update(self.steps, visible=False)
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
 def results_table(records: list[dict[str, Any]], title: str | None = None) -> Table:
-    """A rich table of records aggregated over seeds: one row per (model, seq_len).
+    """A rich table of records aggregated over seeds: one row per (model, seq_len, budget).
+
+    With a learning-rate grid, each row shows the best rate of its cell (by mean held-out metric
+    over seeds, `seqmem.compare.best_per_cell`) and that rate's numbers.
 
     Args:
         records: records from `seqmem.compare` or `seqmem.compare.read_results`.
         title: the table's title.
 
     Returns:
-        The `rich.table.Table`: model, seq_len, metric mean (± half its min-max range over seeds),
-        held-out loss, parameters, mean wall seconds.
+        The `rich.table.Table`: model, seq_len, (budget), metric mean (± half its min-max range
+        over seeds), (best lr), held-out loss, parameters, state bytes, mean wall seconds.
     """
-    rows = summarize(records)
-    metric = rows[0]["metric"] if rows else "metric"
-    table = Table(title=title)
-    table.add_column("model")
-    table.add_column("seq_len", justify="right")
-    table.add_column(metric.replace("_", " "), justify="right")
-    table.add_column("loss", justify="right")
-    table.add_column("params", justify="right")
-    table.add_column("wall s", justify="right")
-    multi = any(r["n"] > 1 for r in rows)
-    for r in rows:
-        value = _fmt(r["mean"])
-        if multi and r["mean"] is not None:
-            value += f" ± {_fmt((r['max'] - r['min']) / 2)}"
-        if r["diverged"]:
-            value += f" ({r['diverged']} diverged)"
-        table.add_row(
-            r["model"], str(r["seq_len"]), value, _fmt(r["loss"]), str(r["params"]), _fmt(r["wall_s"], 1)
-        )
-    if multi:
-        n = max(r["n"] for r in rows)
-        table.caption = f"mean ± half the min-max range over {n} seeds"
+    from .report import table_rows
+
+    headers, rows, caption = table_rows(records)
+    table = Table(title=title, caption=caption or None)
+    for i, h in enumerate(headers):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
     return table
+
+
+def _progress_bars(quiet: bool) -> tuple[Progress | None, _RichProgress | None]:
+    progress = None
+    if not quiet and _stderr.is_terminal:
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=_stderr,
+        )
+    return progress, (_RichProgress(progress, _stderr) if not quiet else None)
 
 
 @app.command("compare")
@@ -177,20 +219,43 @@ def compare_command(
         str, typer.Option("--seeds", "-s", help="Comma-separated seeds (ints >= 0).")
     ] = ",".join(map(str, DEFAULTS["seeds"])),
     steps: Annotated[int, typer.Option(min=1, help="Training steps per run.")] = DEFAULTS["steps"],
-    params: Annotated[int, typer.Option(min=1, help="Parameter budget per network (within 10%).")] = DEFAULTS[
-        "params"
-    ],
+    params: Annotated[
+        str, typer.Option(help="Parameter budget per network (within 10%), or comma-separated budgets.")
+    ] = str(DEFAULTS["params"]),
     batch_size: Annotated[int, typer.Option(min=1, help="Sequences per training step.")] = DEFAULTS[
         "batch_size"
     ],
     lr: Annotated[
         float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine decay).")
     ] = DEFAULTS["lr"],
+    lrs: Annotated[
+        str | None,
+        typer.Option(help="Learning-rate grid, e.g. 1e-3,3e-3,1e-2: each its own run; the table shows the "
+                     "best per cell (replaces --lr)."),
+    ] = None,
+    weight_decay: Annotated[
+        float, typer.Option(min=0.0, help="AdamW weight decay on weight matrices.")
+    ] = DEFAULTS["weight_decay"],
+    clip: Annotated[
+        float, typer.Option(min=0.0, help="Gradient-norm clipping threshold; 0 turns clipping off.")
+    ] = DEFAULTS["clip"],
+    no_clip: Annotated[bool, typer.Option("--no-clip", help="No gradient clipping (as --clip 0).")] = False,
+    tbptt: Annotated[
+        int,
+        typer.Option(min=0, help="Truncated BPTT: backpropagate within chunks of this many steps (0: full)."),
+    ] = 0,
+    eval_batches: Annotated[
+        int, typer.Option(min=1, help="Held-out batches of 256 sequences per evaluation.")
+    ] = DEFAULTS["eval_batches"],
     corpus: Annotated[
         Path | None,
         typer.Option(
             exists=True, dir_okay=False, help="UTF-8 text file for --task text (default: Python's help)."
         ),
+    ] = None,
+    task_option: Annotated[
+        list[str] | None,
+        typer.Option("--task-option", "-o", help="A task option KEY=VALUE (repeatable), e.g. -o n_tokens=4."),
     ] = None,
     out: Annotated[
         Path, typer.Option(file_okay=False, help=f"Output directory: {RESULTS_FILE} (resumable) and a plot.")
@@ -198,7 +263,25 @@ def compare_command(
     backend: Annotated[
         str, typer.Option(help="Backend: torch, or numba for the models that have it (the others use torch).")
     ] = "torch",
-    threads: Annotated[int, typer.Option(min=1, help="Torch threads (small models run fastest on 1).")] = 1,
+    executor: Annotated[
+        str,
+        typer.Option(help="Where runs train: local (this process; a process pool with --jobs > 1), inline, "
+                     "process, or ray (pip install 'seqmem[ray]')."),
+    ] = "local",
+    jobs: Annotated[
+        int | None,
+        typer.Option("--jobs", "-j", min=1, help="Runs at the same time: pool workers, or local Ray's CPUs."),
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join (--executor ray); default: start a local one.")
+    ] = None,
+    save_weights: Annotated[
+        bool,
+        typer.Option("--save-weights", help="Save each network as <out>/weights/<id>.safetensors + .json."),
+    ] = False,
+    threads: Annotated[
+        int, typer.Option(min=1, help="Torch threads, per worker (small models run fastest on 1).")
+    ] = 1,
     plot: Annotated[
         bool, typer.Option("--plot/--no-plot", help="Write <out>/<task>.png (needs matplotlib).")
     ] = True,
@@ -206,40 +289,42 @@ def compare_command(
 ) -> None:
     """Train each model on a task at each sequence length, budgets matched; table, JSON lines, plot.
 
-    Runs already in <out>/results.jsonl are skipped, so an interrupted sweep resumes where it stopped.
+    Runs already in <out>/results.jsonl are skipped, so an interrupted sweep (even killed) resumes
+    where it stopped. `seqmem report <out>` renders the Markdown report and all plots afterwards.
 
-    Example: seqmem compare --task xor-echo --models rnn,lstm --seq-lens 10,20 --seeds 0,1 --out runs/a
+    Example: seqmem compare --task xor-echo --models rnn,lstm --seq-lens 10,20 --lrs 3e-3,1e-2 -j 2
     """
+    from .executors import EXECUTORS
+
     if task not in task_names():
         raise typer.BadParameter(
             f"unknown task {task!r}; choose from {', '.join(task_names())}", param_hint="--task"
         )
     if not (math.isfinite(lr) and lr > 0):
         raise typer.BadParameter(f"must be a positive number, got {lr}", param_hint="--lr")
+    lr_grid = _floats(lrs, "--lrs") if lrs is not None else None
     model_list = _names(models, "--models", model_names())
     known_backends = sorted({b for m in model_names() for b in model_backends(m)})
     if backend not in known_backends:
         raise typer.BadParameter(
             f"unknown backend {backend!r}; choose from {', '.join(known_backends)}", param_hint="--backend"
         )
+    if executor not in EXECUTORS:
+        raise typer.BadParameter(
+            f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}", param_hint="--executor"
+        )
+    if address is not None and executor != "ray":
+        raise typer.BadParameter("--address needs --executor ray", param_hint="--address")
     lens = _ints(seq_lens, "--seq-lens", 1)
     seed_list = _ints(seeds, "--seeds", 0)
-    task_kwargs: dict[str, Any] = {}
+    budgets = _ints(params, "--params", 1)
+    task_kwargs = _task_options(task_option or [])
     if corpus is not None:
         if task != "text":
             raise typer.BadParameter("--corpus applies to --task text only", param_hint="--corpus")
         task_kwargs["corpus"] = str(corpus)
 
-    progress = None
-    if not quiet and _stderr.is_terminal:
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=_stderr,
-        )
-    reporter = _RichProgress(progress, _stderr) if not quiet else None
+    progress, reporter = _progress_bars(quiet)
     try:
         if progress is not None:
             progress.start()
@@ -249,26 +334,210 @@ def compare_command(
             lens,
             seed_list,
             steps=steps,
-            params=params,
+            params=budgets[0] if len(budgets) == 1 else budgets,
             batch_size=batch_size,
             lr=lr,
+            lrs=lr_grid,
+            weight_decay=weight_decay,
+            clip=None if no_clip or clip == 0 else clip,
+            tbptt=tbptt or None,
+            eval_batches=eval_batches,
             task_kwargs=task_kwargs,
             backend=backend,
             out=out,
             plot=plot,
+            save_weights=save_weights,
+            executor=executor,
+            jobs=jobs,
+            address=address,
             threads=threads,
             progress=reporter,
         )
-    except (ValueError, TypeError, OSError) as e:
+    except SweepError as e:
+        if progress is not None:
+            progress.stop()
+        if e.records:
+            _stdout().print(results_table(e.records, title=f"seqmem compare: {task} (finished runs only)"))
+        _stderr.print(f"[bold red]Error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    except (ValueError, TypeError, OSError, ImportError, RuntimeError) as e:
         raise _fail(str(e)) from None
     finally:
         if progress is not None:
             progress.stop()
-    Console().print(results_table(records, title=f"seqmem compare: {task}, {params} params, {steps} steps"))
+    budget_text = budgets[0] if len(budgets) == 1 else "/".join(map(str, budgets))
+    title = f"seqmem compare: {task}, {budget_text} params, {steps} steps"
+    _stdout().print(results_table(records, title=title))
     if not quiet:
         plot_path = out / f"{task}.png"
         shown = f" and {plot_path}" if plot and plot_path.exists() else ""
-        _stderr.print(f"results: {out / RESULTS_FILE}{shown}", highlight=False)
+        _stderr.print(f"results: {out / RESULTS_FILE}{shown}; report: seqmem report {out}", highlight=False)
+
+
+@app.command("report")
+def report_command(
+    run_dir: Annotated[
+        Path, typer.Argument(exists=True, help=f"A sweep's folder (with {RESULTS_FILE}) or the file itself.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(file_okay=False, help="Folder for report.md and the plots (default: RUN_DIR)."),
+    ] = None,
+    plot: Annotated[bool, typer.Option("--plot/--no-plot", help="Draw the plots (needs matplotlib).")] = True,
+) -> None:
+    """Render a sweep's table, Markdown report and plots from its results.jsonl, without training.
+
+    Writes report.md, <task>.png (metric vs seq_len), <task>_params.png (metric vs parameters) and
+    <task>_state.png (metric vs state bytes per sequence).
+
+    Example: seqmem report runs/compare
+    """
+    from .compare import read_results
+    from .report import write_report
+
+    records = read_results(run_dir)
+    if not records:
+        raise _fail(f"no records in {run_dir if run_dir.is_file() else run_dir / RESULTS_FILE}")
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for rec in records:
+        by_task.setdefault(str(rec.get("task")), []).append(rec)
+    for name, recs in by_task.items():
+        _stdout().print(results_table(recs, title=f"seqmem report: {name} ({len(recs)} runs)"))
+    try:
+        path = write_report(run_dir, out, plot=plot)
+    except (OSError, ValueError) as e:
+        raise _fail(str(e)) from None
+    _stderr.print(f"report: {path}", highlight=False)
+
+
+@app.command("gradflow")
+def gradflow_command(
+    model: Annotated[
+        str, typer.Option("--model", "--models", "-m", help="Model(s), comma-separated, e.g. rnn,lstm.")
+    ] = "rnn,lstm",
+    task: Annotated[str, typer.Option("--task", "-t", help=f"Task: {', '.join(task_names())}.")] = "xor-echo",
+    seq_len: Annotated[int, typer.Option("--seq-len", "-T", min=1, help="Sequence length.")] = 50,
+    task_option: Annotated[
+        list[str] | None,
+        typer.Option("--task-option", "-o", help="A task option KEY=VALUE (repeatable), e.g. -o n_tokens=4."),
+    ] = None,
+    width: Annotated[
+        int, typer.Option(min=1, help="hidden_size of RNN/LSTM/GRU, d_model of the others.")
+    ] = 32,
+    steps: Annotated[
+        int,
+        typer.Option(min=0, help="Training steps between the two measurements (0: before training only)."),
+    ] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Sequences per training step.")] = 64,
+    lr: Annotated[float, typer.Option(help="Peak learning rate of the training.")] = 3e-3,
+    clip: Annotated[float, typer.Option(min=0.0, help="Gradient clipping of the training (0: off).")] = 1.0,
+    measure_batch: Annotated[int, typer.Option(min=1, help="Sequences in the measured batch.")] = 16,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Seed of initialisation, data and the measured batch.")
+    ] = 0,
+    out: Annotated[
+        Path, typer.Option(file_okay=False, help="Folder for gradflow.json and gradflow.png.")
+    ] = Path("runs/gradflow"),
+    plot: Annotated[
+        bool, typer.Option("--plot/--no-plot", help="Write gradflow.png (needs matplotlib).")
+    ] = True,
+) -> None:
+    """Gradient flow through time for a model on a task batch, before and after training.
+
+    Measures ||dL/dh_t|| (task loss) against t, ||dh_T/dh_t|| against T - t, the spectral radius of
+    the recurrent matrix and the LSTM forget-gate product; plots them (log scale) and saves JSON.
+
+    Example: seqmem gradflow --model rnn,lstm --task xor-echo --seq-len 50 --width 32 --steps 300
+    """
+    from .gradflow import gradflow
+
+    model_list = _names(model, "--model", model_names())
+    if task not in task_names():
+        raise typer.BadParameter(
+            f"unknown task {task!r}; choose from {', '.join(task_names())}", param_hint="--task"
+        )
+    with _stderr.status(f"measuring {', '.join(model_list)} on {task} (T={seq_len}, {steps} training steps)"):
+        try:
+            result = gradflow(
+                model_list, task, seq_len, width=width, steps=steps, batch_size=batch_size, lr=lr,
+                clip=clip or None, measure_batch=measure_batch, seed=seed, out=out, plot=plot,
+                task_kwargs=_task_options(task_option or []),
+            )
+        except (ValueError, TypeError) as e:
+            raise _fail(str(e)) from None
+    table = Table(title=f"seqmem gradflow: {task}, seq_len {seq_len}, width {width}")
+    for col in ("model", "phase", "||dL/dh_0|| / ||dL/dh_T-1||", "||dh_T-1/dh_0||", "spectral radius",
+                "forget-gate product", "task loss"):
+        table.add_column(col, justify="left" if col in ("model", "phase") else "right")
+    for name, entry in result["models"].items():
+        for phase in ("before", "after"):
+            rep = entry.get(phase)
+            if not rep:
+                continue
+            g = rep["hidden_grad_norm"]
+            ratio = g[0] / g[-1] if g[0] is not None and g[-1] else None
+            jac = rep.get("jacobian_norm")
+            rho = rep.get("spectral_radius")
+            fgp = rep.get("forget_gate_product")
+            table.add_row(
+                name, phase, "n/a" if ratio is None else f"{ratio:.2e}",
+                f"{jac[0]:.2e}" if jac and jac[0] is not None else "n/a",
+                ", ".join(f"{k} {v:.2f}" for k, v in rho.items()) if rho else "n/a",
+                f"{fgp[0]:.2e}" if fgp and fgp[0] is not None else "n/a",
+                f"{rep['task_loss']:.3f}" if rep.get("task_loss") is not None else "n/a",
+            )
+    _stdout().print(table)
+    png = out / "gradflow.png"
+    _stderr.print(f"results: {out / 'gradflow.json'}" + (f" and {png}" if plot and png.exists() else ""),
+                  highlight=False)
+
+
+@app.command("playground")
+def playground_command(
+    models: Annotated[str, typer.Option("--models", "-m", help="Comma-separated models.")] = "rnn,lstm",
+    seq_len: Annotated[int, typer.Option("--seq-len", "-T", min=2, help="XOR-echo string length.")] = 20,
+    steps: Annotated[int, typer.Option(min=1, help="Training steps per model.")] = 400,
+    params: Annotated[int, typer.Option(min=1, help="Parameter budget per network.")] = 10_000,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-2,
+    examples: Annotated[int, typer.Option(min=1, help="Held-out strings to trace.")] = 2,
+    seed: Annotated[int, typer.Option(min=0, help="Seed.")] = 0,
+    out: Annotated[
+        Path, typer.Option(file_okay=False, help="Folder for playground.json and playground.png.")
+    ] = Path("runs/playground"),
+    plot: Annotated[
+        bool, typer.Option("--plot/--no-plot", help="Write playground.png (needs matplotlib).")
+    ] = True,
+) -> None:
+    """Train an Elman RNN and an LSTM on XOR-echo; show each one's confidence in the answer, token by token.
+
+    After each prefix, the probability the network gives to the true label (via SequenceNetwork.step).
+
+    Example: seqmem playground --seq-len 20 --steps 400
+    """
+    from .playground import playground
+
+    model_list = _names(models, "--models", model_names())
+    with _stderr.status(f"training {', '.join(model_list)} on xor-echo (T={seq_len}, {steps} steps)"):
+        try:
+            result = playground(model_list, seq_len, steps=steps, params=params, lr=lr, examples=examples,
+                                seed=seed, out=out, plot=plot)
+        except (ValueError, TypeError) as e:
+            raise _fail(str(e)) from None
+    console = _stdout()
+    for k, ex in enumerate(result["examples"]):
+        kind = "last == first" if ex["label"] else "last != first"
+        table = Table(title=f"example {k + 1}: label {ex['label']} ({kind}); P(true label) after each symbol")
+        table.add_column("model")
+        for t, tok in enumerate(ex["tokens"]):
+            table.add_column(f"{t}:{tok}", justify="right")
+        for m, probs in ex["confidence"].items():
+            cells = [f"[{'green' if p > 0.5 else 'red'}]{p:.2f}[/]" for p in probs]
+            acc = result["models"][m]["accuracy"]
+            table.add_row(f"{m} (acc {'n/a' if acc is None else f'{acc:.2f}'})", *cells)
+        console.print(table)
+    png = out / "playground.png"
+    _stderr.print(f"results: {out / 'playground.json'}" + (f" and {png}" if plot and png.exists() else ""),
+                  highlight=False)
 
 
 @app.command("bench")

@@ -137,6 +137,7 @@ class SequenceNetwork(nn.Module):
             `forget_bias=2.0`, `backend="numba"`).
 
     Attributes:
+        model_kwargs: the model constructor arguments given (part of `config()`).
         embed: `nn.Embedding(vocab_size, W)` or `nn.Linear(input_size, W)`.
         layers: `nn.ModuleList` of the body's layers (one `CausalTransformer` for `transformer`).
         norm: `nn.LayerNorm(W)` (`nn.Identity` for the transformer, which ends with its own).
@@ -204,6 +205,7 @@ class SequenceNetwork(nn.Module):
         self.vocab_size = vocab_size
         self.input_size = input_size
         self.output_size = output_size
+        self.model_kwargs = dict(model_kwargs)
         self.tokens = vocab_size is not None
         self.embed: nn.Module = nn.Embedding(vocab_size, width) if vocab_size is not None else nn.Linear(
             input_size, width  # type: ignore[arg-type]
@@ -238,6 +240,27 @@ class SequenceNetwork(nn.Module):
         tokens = task.input_kind == "tokens"
         io: dict[str, Any] = {"vocab_size": task.vocab_size} if tokens else {"input_size": task.input_size}
         return cls(model, width, output_size=task.output_size, **io, **kwargs)
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this network (without its weights).
+
+        `SequenceNetwork(**net.config())` has the same architecture and parameter names;
+        `seqmem.io.save` stores this dict beside the weights and `seqmem.load` reads it back.
+
+        Returns:
+            A JSON-serialisable dict: `model`, `width`, `output_size`, `vocab_size`, `input_size`,
+            `n_layers`, `n_heads`, and the model's own constructor arguments (e.g. `backend`).
+        """
+        return {
+            "model": self.model,
+            "width": self.width,
+            "output_size": self.output_size,
+            "vocab_size": self.vocab_size,
+            "input_size": self.input_size,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            **self.model_kwargs,
+        }
 
     def extra_repr(self) -> str:
         heads = f", n_heads={self.n_heads}" if self.n_heads else ""

@@ -1,8 +1,28 @@
-"""The training loop: AdamW, warm-up then cosine decay, gradient clipping, a NaN guard, evaluation.
+"""The training loop: AdamW, warm-up then cosine decay, gradient clipping, truncated BPTT, a NaN guard.
 
 Deliberately small and explicit, so a comparison measures the models and not the loop: every model
 gets the same optimiser, schedule, clipping, batches (the same data seed gives the same batches)
 and evaluation set.
+
+Truncated backpropagation through time (`tbptt=K`): each batch is run in chunks of `K` positions;
+the state is carried from chunk to chunk (exact, since chunked streaming is exact for every
+`SequenceModel`) but detached at every chunk boundary, so the loss of a chunk backpropagates only
+within that chunk. The chunk losses are weighted by their share of the scored targets, so they add
+up to the full-sequence loss, and the gradients of all chunks of a batch are summed into one
+optimiser step (one step per batch, as without truncation). Consequences by target kind:
+
+- `target="all"` (a target at many positions: copy, language modelling): each chunk's targets teach
+  the network through at most `K` steps of its past; with `K >= seq_len` it is exactly full BPTT.
+- `target="last"` (one target per sequence: XOR-echo, adding): only the last chunk carries a loss,
+  so only the last `K` steps (`seq_len - K * floor((seq_len - 1) / K)` of them) receive gradient;
+  the earlier chunks run forward only (without building a graph). Information from before the last
+  chunk boundary can still reach the output through the carried state, but the network gets no
+  gradient telling it to keep it: with `K < seq_len` a task whose answer depends on the first symbol
+  cannot be learnt by gradient, which is the point of the seeds' TBPTT ablation.
+
+References:
+    Williams, R. J. & Peng, J. (1990). An efficient gradient-based algorithm for on-line training
+    of recurrent network trajectories. Neural Computation 2(4) (truncated BPTT).
 """
 
 from __future__ import annotations
@@ -17,9 +37,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .tasks.base import Task
+from .protocol import map_state
+from .tasks.base import Batch, Task
 
-__all__ = ["EvalResult", "TrainResult", "derive_seed", "evaluate", "lr_at", "train"]
+__all__ = ["EvalResult", "TrainResult", "backward_loss", "derive_seed", "evaluate", "lr_at", "train"]
 
 StepCallback = Callable[[int, int, float], None]
 
@@ -96,6 +117,8 @@ class TrainResult:
             machine, a better measure of the work than `wall_s`.
         diverged_at: the 1-based step whose loss or gradient was NaN or inf, or `None`.
         diverged: what was non-finite at that step, or `None`.
+        max_grad_norm: the largest global gradient norm seen before clipping (`nan` if no step).
+        clipped_steps: the steps whose gradient norm exceeded `clip` and was scaled down.
         losses: the training loss of every completed step.
     """
 
@@ -108,6 +131,8 @@ class TrainResult:
     cpu_s: float = math.nan
     diverged_at: int | None = None
     diverged: str | None = None
+    max_grad_norm: float = math.nan
+    clipped_steps: int = 0
     losses: list[float] = field(default_factory=list, repr=False)
 
     def to_dict(self, losses: bool = False) -> dict[str, Any]:
@@ -198,6 +223,79 @@ def _param_groups(network: nn.Module, weight_decay: float) -> list[dict[str, Any
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _chunk(task: Task, batch: Batch, start: int, end: int) -> tuple[Batch, int]:
+    """The part of a batch in positions `[start, end)`, and the number of targets it scores."""
+    B, T = batch.x.shape[:2]
+    x = batch.x[:, start:end]
+    if task.target == "last":
+        return Batch(x, batch.y, None), (B if end == T else 0)
+    mask = None if batch.mask is None else batch.mask[:, start:end]
+    count = B * (end - start) if mask is None else int(mask.sum())
+    return Batch(x, batch.y[:, start:end], mask), count
+
+
+def backward_loss(network: nn.Module, task: Task, batch: Batch, tbptt: int | None = None) -> float:
+    """Compute a batch's loss and accumulate its gradient into the parameters' `.grad`.
+
+    With `tbptt=None` (or `tbptt >= seq_len`), one forward pass over the whole sequence and one
+    backward pass: full backpropagation through time. With `tbptt=K < seq_len`, truncated BPTT:
+    the sequence is run in chunks of `K` positions (the last one shorter if `K` does not divide
+    `seq_len`), the state is carried between chunks and detached at each boundary, and each
+    chunk's loss is backpropagated within its chunk only. Each chunk's mean loss is weighted by the
+    fraction of the batch's scored targets it holds, so the weighted chunk losses add up to the
+    full-sequence loss `task.loss(network(x), batch)`. Chunks without a scored target (all but the
+    last for `target="last"` tasks) run without a graph. See the module docstring for what this
+    means for each kind of task.
+
+    If a chunk's loss is NaN or inf, nothing more is backpropagated and the non-finite value is
+    returned (the caller's NaN guard stops there).
+
+    Args:
+        network: maps `x` (and a state) to `(logits, state)`, e.g. a `SequenceNetwork`.
+        task: the task whose `loss` is used.
+        batch: the batch, `x` of shape `(batch, seq_len, ...)`.
+        tbptt: the truncation length `K` in positions, a positive int, or `None` for full BPTT.
+
+    Returns:
+        The loss of the batch (mean over its scored targets), as a float.
+
+    Raises:
+        ValueError: if `tbptt` is not `None` or a positive int.
+
+    References:
+        Williams, R. J. & Peng, J. (1990). Neural Computation 2(4) (truncated BPTT).
+    """
+    if tbptt is not None and (isinstance(tbptt, bool) or not isinstance(tbptt, int) or tbptt < 1):
+        raise ValueError(f"backward_loss: tbptt must be a positive int or None, got {tbptt!r}")
+    T = batch.x.shape[1]
+    if tbptt is None or tbptt >= T:
+        logits, _ = network(batch.x)
+        loss = task.loss(logits, batch)
+        value = loss.item()
+        if math.isfinite(value):
+            loss.backward()
+        return value
+    bounds = [(s, min(s + tbptt, T)) for s in range(0, T, tbptt)]
+    parts = [_chunk(task, batch, s, e) for s, e in bounds]
+    total = sum(count for _, count in parts)
+    state = None
+    value = 0.0
+    for chunk, count in parts:
+        if count == 0:  # nothing to score here: carry the state forward without a graph
+            with torch.no_grad():
+                _, state = network(chunk.x, state)
+        else:
+            logits, state = network(chunk.x, state)
+            loss = task.loss(logits, chunk) * (count / max(total, 1))
+            part = loss.item()
+            value += part
+            if not math.isfinite(part):
+                return part
+            loss.backward()
+        state = map_state(state, torch.Tensor.detach)  # truncate: no gradient crosses this boundary
+    return value
+
+
 def train(
     network: nn.Module,
     task: Task,
@@ -213,20 +311,24 @@ def train(
     eval_batches: int = 8,
     eval_batch_size: int = 256,
     eval_seed: int = 0,
+    tbptt: int | None = None,
     callback: StepCallback | None = None,
 ) -> TrainResult:
     """Train a network on a task with AdamW, then evaluate it on held-out data.
 
     Each step draws a fresh batch (`task.sample`, from a generator seeded with
     `derive_seed(seed, "data")`), computes the task's loss, backpropagates through the whole
-    sequence, clips the global gradient norm to `clip` and takes an AdamW step. The learning rate
+    sequence (or through chunks of `tbptt` steps: `backward_loss`), clips the global gradient norm
+    to `clip` and takes an AdamW step. The learning rate
     warms up linearly for `warmup` steps and then follows a cosine down to `min_lr_ratio * lr`
     (`lr_at`). Weight decay applies to weight matrices only (not biases, norms, `A_log`, `D`).
     Computation runs in the network's dtype and on its device (float32 by default).
 
     NaN guard: if a step's loss or gradient norm is NaN or inf, training stops before the update,
     and the result records the step (`diverged_at`) and what was non-finite; no exception is
-    raised. The network keeps the last finite parameters and is still evaluated.
+    raised. The network keeps the last finite parameters and is still evaluated. The result also
+    records the largest gradient norm seen and how many steps clipping scaled down, which shows
+    what clipping did (Pascanu et al. 2013).
 
     Args:
         network: a `SequenceNetwork` (or any module mapping `batch.x` to `(logits, state)`).
@@ -235,14 +337,16 @@ def train(
         batch_size: sequences per step.
         lr: peak learning rate.
         weight_decay: AdamW's decoupled weight decay, on weight matrices.
-        clip: the largest global gradient norm (`torch.nn.utils.clip_grad_norm_`), or `None` for
-            no clipping (the norm is still checked for NaN/inf).
+        clip: the largest global gradient norm (`torch.nn.utils.clip_grad_norm_`), or `None` (or
+            0) for no clipping (the norm is still measured and checked for NaN/inf).
         warmup: warm-up steps; `None` for `min(100, steps // 10)`.
         min_lr_ratio: the final learning rate as a fraction of `lr`.
         seed: seeds torch's global generator (`torch.manual_seed`) and the training batches.
         eval_batches: held-out batches evaluated after training (see `evaluate`).
         eval_batch_size: sequences per held-out batch.
         eval_seed: the evaluation seed; keep it fixed to evaluate every run on the same data.
+        tbptt: truncated BPTT over chunks of this many positions (see `backward_loss`), or
+            `None` for full BPTT.
         callback: called after every step as `callback(step, steps, loss)`, `step` 1-based
             (e.g. to advance a progress bar).
 
@@ -251,7 +355,8 @@ def train(
 
     Raises:
         ValueError: for a non-positive `steps`, `batch_size` or evaluation size, a non-positive or
-            non-finite `lr`, a negative `weight_decay`, or a non-positive `clip`.
+            non-finite `lr`, a negative `weight_decay`, a negative `clip`, or a `tbptt` that is not a
+            positive int.
 
     References:
         Loshchilov, I. & Hutter, F. (2019). Decoupled weight decay regularization. ICLR (AdamW).
@@ -274,40 +379,44 @@ def train(
         raise ValueError(f"train: lr must be a positive finite number, got {lr!r}")
     if not isinstance(weight_decay, (int, float)) or not weight_decay >= 0:
         raise ValueError(f"train: weight_decay must be >= 0, got {weight_decay!r}")
-    if clip is not None and not (isinstance(clip, (int, float)) and clip > 0):
-        raise ValueError(f"train: clip must be a positive number or None, got {clip!r}")
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip >= 0):
+        raise ValueError(f"train: clip must be a number >= 0 (0: no clipping) or None, got {clip!r}")
+    if tbptt is not None and (isinstance(tbptt, bool) or not isinstance(tbptt, int) or tbptt < 1):
+        raise ValueError(f"train: tbptt must be a positive int or None, got {tbptt!r}")
+    clip = None if clip is None or clip == 0 else float(clip)
     if warmup is None:
         warmup = min(100, steps // 10)
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"train: warmup must be an int >= 0, got {warmup!r}")
 
-    t0, c0 = time.perf_counter(), time.process_time()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(derive_seed(seed, "data"))
     device = _device(network)
     params = [p for p in network.parameters() if p.requires_grad]
+    # the first optimiser of a process imports torch._dynamo (about a second): not part of training
     opt = torch.optim.AdamW(_param_groups(network, weight_decay), lr=lr, betas=(0.9, 0.99))
+    t0, c0 = time.perf_counter(), time.process_time()
     network.train()
     losses: list[float] = []
     diverged_at: int | None = None
     diverged: str | None = None
-    max_norm = float(clip) if clip is not None else math.inf
+    max_norm = clip if clip is not None else math.inf
+    max_seen, clipped = math.nan, 0
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup, min_lr_ratio)
         batch = _to(task.sample(batch_size, gen, split="train"), device)
-        logits, _ = network(batch.x)
-        loss = task.loss(logits, batch)
-        value = loss.item()
+        opt.zero_grad(set_to_none=True)
+        value = backward_loss(network, task, batch, tbptt)
         if not math.isfinite(value):
             diverged_at, diverged = step + 1, f"loss is {value} at step {step + 1}"
             break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
         norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         if not math.isfinite(norm):
             diverged_at, diverged = step + 1, f"gradient norm is {norm} at step {step + 1}"
             break
+        max_seen = norm if math.isnan(max_seen) else max(max_seen, norm)
+        clipped += norm > max_norm
         opt.step()
         losses.append(value)
         if callback is not None:
@@ -328,5 +437,7 @@ def train(
         cpu_s=time.process_time() - c0,
         diverged_at=diverged_at,
         diverged=diverged,
+        max_grad_norm=max_seen,
+        clipped_steps=int(clipped),
         losses=losses,
     )

@@ -70,6 +70,16 @@ def test_version():
     (["--lr", "0"], "positive"),
     (["--params", "10"], "too small"),
     (["--corpus", "/no/such/file.txt", "--task", "text"], "does not exist"),
+    (["--executor", "dask"], "unknown executor 'dask'"),
+    (["--address", "ray://head:10001"], "--address needs --executor ray"),
+    (["--jobs", "0"], "--jobs"),
+    (["--tbptt", "-1"], "--tbptt"),
+    (["--clip", "-1"], "--clip"),
+    (["--lrs", "1e-3,0"], "positive number"),
+    (["--params", "1500,x"], "'x' is not an integer"),
+    (["--task-option", "alphabet"], "expected KEY=VALUE"),
+    (["--task-option", "alphabet=1"], "alphabet"),
+    (["--task-option", "colour=red"], "colour"),
 ])
 def test_bad_options_give_a_clean_message(tmp_path, args, message):
     res = runner.invoke(app, ["compare", "--out", str(tmp_path / "o"), *args])
@@ -84,3 +94,18 @@ def test_corpus_needs_the_text_task(tmp_path):
     corpus.write_text("abc " * 100, encoding="utf-8")
     res = runner.invoke(app, ["compare", "--corpus", str(corpus), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "--task text" in " ".join(res.output.split())
+
+
+def test_compare_training_options_reach_the_records(tmp_path):
+    out = tmp_path / "opts"
+    res = runner.invoke(app, ["compare", "--task", "xor-echo", "--models", "lstm", "--seq-lens", "6",
+                              "--tbptt", "2", "--no-clip", "--weight-decay", "0", "--eval-batches", "1",
+                              "-o", "alphabet=3", "--out", str(out), "-q", *TINY])
+    assert res.exit_code == 0, res.output
+    (rec,) = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert rec["tbptt"] == 2 and rec["clip"] is None and rec["weight_decay"] == 0.0
+    assert rec["task_config"] == {"alphabet": 3} and rec["eval_batches"] == 1 and rec["status"] == "ok"
+    res = runner.invoke(app, ["compare", "--task", "xor-echo", "--models", "lstm", "--seq-lens", "6",
+                              "--tbptt", "2", "--clip", "0", "--weight-decay", "0", "--eval-batches", "1",
+                              "-o", "alphabet=3", "--out", str(out), *TINY])
+    assert res.exit_code == 0 and "already done" in res.stderr  # --clip 0 is --no-clip: the same run

@@ -10,7 +10,7 @@ import torch
 import seqmem
 from seqmem.network import SequenceNetwork, auto_heads, size_for_budget, width_multiple
 from seqmem.tasks import get_task
-from seqmem.train import derive_seed, evaluate, lr_at, train
+from seqmem.train import backward_loss, derive_seed, evaluate, lr_at, train
 
 MODELS = seqmem.model_names()
 
@@ -180,3 +180,121 @@ def test_train_rejects_bad_settings(xor, kwargs, match):
     net = SequenceNetwork.for_task("rnn", xor, 4)
     with pytest.raises(ValueError, match=match):
         train(net, xor, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------- truncated BPTT
+class _Probe(seqmem.tasks.Task):
+    """Real inputs, a regression target at every position from `scored_from` on (target="all")."""
+
+    name = "probe"
+    input_kind = "real"
+    target = "all"
+    loss_kind = "mse"
+    metric_name = "mse"
+
+    def __init__(self, seq_len, scored_from=0):
+        super().__init__(seq_len)
+        self.input_size, self.output_size, self.scored_from = 3, 1, scored_from
+
+    def sample(self, batch_size, generator, split="train"):
+        x = torch.randn(batch_size, self.seq_len, 3, generator=generator, dtype=torch.float64)
+        y = torch.randn(batch_size, self.seq_len, generator=generator, dtype=torch.float64)
+        mask = torch.zeros(batch_size, self.seq_len, dtype=torch.bool)
+        mask[:, self.scored_from:] = True
+        return seqmem.tasks.Batch(x, y, mask)
+
+
+def _grads(net, task, batch, tbptt):
+    net.zero_grad(set_to_none=True)
+    value = backward_loss(net, task, batch, tbptt)
+    return value, {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm", "transformer", "mamba"])
+def test_tbptt_at_least_seq_len_is_full_bptt(model):
+    torch.manual_seed(0)
+    T = 7
+    for task in (_Probe(T), get_task("xor-echo", seq_len=T)):
+        net = SequenceNetwork.for_task(model, task, 8).double()
+        batch = task.sample(4, torch.Generator().manual_seed(1))
+        full_value, full = _grads(net, task, batch, None)
+        for k in (T, T + 5):
+            value, grads = _grads(net, task, batch, k)
+            assert value == full_value and grads.keys() == full.keys()
+            for name in full:
+                torch.testing.assert_close(grads[name], full[name], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("model", ["gru", "lstm", "mamba"])
+def test_tbptt_cuts_the_gradient_at_chunk_boundaries(model):
+    torch.manual_seed(0)
+    T, K = 10, 4  # chunks [0, 4), [4, 8), [8, 10): the last boundary is at 8
+    task = _Probe(T, scored_from=8)  # only the last chunk carries a loss
+    net = SequenceNetwork.for_task(model, task, 8).double()
+    batch = task.sample(3, torch.Generator().manual_seed(2))
+
+    def input_grad(tbptt):
+        x = batch.x.clone().requires_grad_(True)
+        net.zero_grad(set_to_none=True)
+        value = backward_loss(net, task, batch._replace(x=x), tbptt)
+        return value, (x.grad if x.grad is not None else torch.zeros_like(x))
+
+    v_full, g_full = input_grad(None)
+    v_trunc, g_trunc = input_grad(K)
+    assert g_full[:, :8].abs().amax() > 0  # full BPTT reaches back to the first input
+    assert torch.equal(g_trunc[:, :8], torch.zeros_like(g_trunc[:, :8]))  # truncated: nothing before 8
+    torch.testing.assert_close(g_trunc[:, 8:], g_full[:, 8:], rtol=1e-10, atol=1e-12)  # within the chunk: exact
+    assert v_trunc == pytest.approx(v_full, rel=1e-12)  # the forward pass (loss) is exact
+
+    # every position scored: the truncated gradient is the sum of per-chunk losses, each from a detached state
+    task = _Probe(T)
+    batch = task.sample(3, torch.Generator().manual_seed(3))
+    value, grads = _grads(net, task, batch, K)
+    net.zero_grad(set_to_none=True)
+    state, ref = None, 0.0
+    for s in range(0, T, K):
+        part = seqmem.tasks.Batch(batch.x[:, s:s + K], batch.y[:, s:s + K], batch.mask[:, s:s + K])
+        logits, state = net(part.x, state)
+        loss = task.loss(logits, part) * part.mask.sum() / batch.mask.sum()
+        loss.backward()
+        ref += loss.item()
+        state = seqmem.map_state(state, torch.Tensor.detach)
+    assert value == pytest.approx(ref, rel=1e-12)
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_tbptt_for_a_last_target_task_trains_only_the_last_chunk():
+    torch.manual_seed(0)
+    task = get_task("xor-echo", seq_len=12)
+    net = SequenceNetwork.for_task("lstm", task, 8)
+    seen = []
+    net.embed.register_forward_hook(lambda m, a, out: seen.append(out.requires_grad))
+    net.zero_grad(set_to_none=True)
+    backward_loss(net, task, task.sample(4, torch.Generator().manual_seed(0)), tbptt=5)
+    assert seen == [False, False, True]  # chunks [0,5) and [5,10) run without a graph; [10,12) is trained
+    result = train(net, task, steps=3, batch_size=8, eval_batches=1, tbptt=5)
+    assert result.steps == 3 and result.diverged_at is None
+    with pytest.raises(ValueError, match="tbptt"):
+        train(net, task, steps=3, tbptt=0)
+    with pytest.raises(ValueError, match="tbptt"):
+        backward_loss(net, task, task.sample(2, torch.Generator()), tbptt=1.5)
+
+
+# ---------------------------------------------------------------------------------------- clipping
+def test_clipping_on_and_off(xor):
+    def run(clip):
+        torch.manual_seed(0)
+        net = SequenceNetwork.for_task("rnn", xor, 8)
+        return net, train(net, xor, steps=6, batch_size=8, eval_batches=1, clip=clip, warmup=0)
+
+    net_tight, tight = run(1e-4)  # every gradient is larger: every step clipped
+    net_off, off = run(None)
+    _, zero = run(0)  # 0 turns clipping off, as None
+    assert tight.clipped_steps == 6 and off.clipped_steps == 0 and zero.clipped_steps == 0
+    assert off.max_grad_norm > 1e-4 and tight.max_grad_norm > 1e-4  # measured before clipping
+    assert zero.losses == off.losses
+    assert tight.losses[0] == off.losses[0] and tight.losses[1:] != off.losses[1:]  # the updates differ
+    assert any(not torch.equal(a, b) for a, b in zip(net_tight.parameters(), net_off.parameters(), strict=True))
+    assert "max_grad_norm" in tight.to_dict() and tight.to_dict()["clipped_steps"] == 6
+
