@@ -169,13 +169,30 @@ def _timed(fn: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
     return times
 
 
+@contextlib.contextmanager
+def _quiet_fds() -> Iterator[None]:
+    """Silence file descriptors 1 and 2 (some torch builds' profiler prints from C++)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
 def _peak_bytes(fn: Callable[[], Any]) -> int:
     """Peak of PyTorch's CPU allocations during `fn()`, from the profiler's memory events."""
     from torch.profiler import ProfilerActivity, profile
 
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            fn()
+    with _quiet_fds(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
     events = sorted(
         (e for e in prof.events() if e.self_cpu_memory_usage != 0), key=lambda e: e.time_range.start
     )
@@ -269,6 +286,7 @@ def bench(
     baselines: bool = True,
     memory: bool = True,
     max_step_seq_len: int = 1024,
+    memory_max_tokens: int = 8192,
     quick: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> list[BenchRecord]:
@@ -288,6 +306,9 @@ def bench(
         baselines: include `torch.nn.RNN/LSTM/GRU` and their cells.
         memory: measure peak memory with `torch.profiler` (one extra untimed run per case).
         max_step_seq_len: longest stream measured in `step` mode (a Python loop per step).
+        memory_max_tokens: measure peak memory only for cases with `batch_size * seq_len` at most this
+            (the profiler keeps every allocation event: on a long Python loop, such as the reference
+            selective scan at B=32, T=1024, its own bookkeeping takes tens of GiB).
         quick: a small grid for smoke tests (`seq_lens` 32 and 128, batch 8, width 32, few repeats).
         progress: called with a description before each case.
 
@@ -321,7 +342,8 @@ def bench(
             times = _timed(run, n, warmup)
             per = case.seq_len if case.mode == "step" else 1
             # a stream's memory is its state (state_bytes); peak memory is measured for whole sequences
-            peak = _peak_bytes(run) if memory and case.mode != "step" else None
+            measure = memory and case.mode != "step" and case.batch_size * case.seq_len <= memory_max_tokens
+            peak = _peak_bytes(run) if measure else None
             state_bytes = None
             if not case.is_baseline:
                 with torch.no_grad():

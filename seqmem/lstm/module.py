@@ -88,7 +88,7 @@ class LSTM(RecurrentBase):
         return super().extra_repr() + f", forget_bias={self.forget_bias}, peephole={self.peephole}"
 
     def _params(self) -> tuple[Tensor | None, ...]:
-        return (*super()._params(), self.weight_peephole)
+        return (*super()._params(), self._parameters["weight_peephole"])
 
     def _torch_incompatibility(self) -> str | None:
         return "torch.nn.LSTM has no peephole connections; build with peephole=False" if self.peephole else None
