@@ -175,6 +175,26 @@ def _exp(x, cst, coef):  # pragma: no cover - compiled
     return p * _pow2(k)
 
 
+
+@njit(**JIT)
+def _step_kernel(u, dt, A, Bm, Cm, Dv, h, y, h_out, cst, coef):  # pragma: no cover - compiled
+    """One step, serial: `h' = exp(dt A) h + dt B u`, `y = C . h' + D u`. `Bm`, `Cm` are
+    `(batch, 1, N)` (selective) or `(1, d_inner, N)` (LTI); writes `y (batch, d_inner)`, `h_out`."""
+    Bz, Din = u.shape
+    N = A.shape[1]
+    for b in range(Bz):
+        bi = b if Bm.shape[0] > 1 else 0
+        for d in range(Din):
+            di = d if Bm.shape[1] > 1 else 0
+            delta = dt[b, d]
+            ud = u[b, d]
+            acc = Dv[d] * ud
+            for n in range(N):
+                hv = _exp(delta * A[d, n], cst, coef) * h[b, d, n] + delta * Bm[bi, di, n] * ud
+                h_out[b, d, n] = hv
+                acc += hv * Cm[bi, di, n]
+            y[b, d] = acc
+
 @njit(**JIT)
 def _exp_array(x, cst, coef):  # pragma: no cover - compiled
     """`_exp` over a 1-D array (for the tests)."""
@@ -671,5 +691,19 @@ def selective_scan_step_numba(
     _check_coefficients(where, "B_t and C_t", B_t, C_t, (Bz, 1, N), (Din, N), "(batch, 1, d_state)")
     _check_shape(where, "D", D, (Din,), "(d_inner,)")
     _check_shape(where, "h", h, (Bz, Din, N), "(batch, d_inner, d_state)")
-    y, h_new = selective_scan_numba(u_t.unsqueeze(1), delta_t.unsqueeze(1), A, B_t, C_t, D, h)
-    return y[:, 0], h_new
+    tensors = [t for t in named.values() if t is not None]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        y, h_new = selective_scan_numba(u_t.unsqueeze(1), delta_t.unsqueeze(1), A, B_t, C_t, D, h)
+        return y[:, 0], h_new
+    # streaming inference: a serial kernel (a parallel launch costs more than one step's work)
+    un = _np(u_t)
+    dtype = un.dtype
+    Bn, Cn = _np(B_t), _np(C_t)
+    if Bn.ndim == 2:  # LTI (d_inner, d_state) -> (1, d_inner, d_state)
+        Bn, Cn = Bn[None], Cn[None]
+    Dv = np.zeros(Din, dtype) if D is None else _np(D)
+    y = torch.empty(Bz, Din, dtype=u_t.dtype)
+    h_new = torch.empty(Bz, Din, N, dtype=u_t.dtype)
+    cst, coef = _CONSTANTS[dtype]
+    _step_kernel(un, _np(delta_t), _np(A), Bn, Cn, Dv, _np(h), y.numpy(), h_new.numpy(), cst, coef)
+    return y, h_new
