@@ -586,6 +586,7 @@ def plot_bench(records: Sequence[BenchRecord], out_dir: str | os.PathLike[str]) 
             continue
         fig, axes = plt.subplots(1, len(modes), figsize=(5.2 * len(modes), 4.2), squeeze=False)
         for ax, mode in zip(axes[0], modes, strict=True):
+            ax.set_prop_cycle(color=plt.cm.tab20.colors)  # up to 20 model/backend lines, each its own colour
             rows = [r for r in records if r.mode == mode and getattr(r, measure)]
             batch = max(r.batch_size for r in rows)
             labels = sorted({r.label for r in rows})
