@@ -7,7 +7,6 @@ Under `NUMBA_DISABLE_JIT=1` the kernels run as plain Python: the sizes shrink (s
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch
@@ -19,33 +18,12 @@ from seqmem.rnn import numba_scan
 from seqmem.rnn.numba_scan import rnn_scan_numba, rnn_step_numba
 from seqmem.rnn.reference import rnn_cell, rnn_scan
 
-NO_JIT = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
-MAX_T = 6 if NO_JIT else 40
-MAX_H = 5 if NO_JIT else 9
-LONG_T = 1024
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
-NAMES = ("x", "h0", "weight_ih", "weight_hh", "bias_ih", "bias_hh")
+from ..kernel_helpers import DTYPES, LONG_T, MAX_H, MAX_T, NAMES, NO_JIT, tolerance
+from ..kernel_helpers import make_inputs as _make_inputs
 
 
-def tolerance(dtype: torch.dtype, seq_len: int) -> dict[str, float]:
-    """float64: tight; float32: tighter for short scans, mamba's bound (6e-4, 2e-3) for long ones."""
-    if dtype == torch.float64:
-        return {"rtol": 1e-10, "atol": 1e-12}
-    return {"rtol": 1e-4, "atol": 2e-5} if seq_len <= 64 else {"rtol": 6e-4, "atol": 2e-3}
-
-
-def make_inputs(seed: int, B: int, T: int, I: int, H: int, bias: bool, dtype: torch.dtype, scale: float = 1.0):
-    """x, h0 ~ N(0, 1); weights ~ U(-k, k) with k = scale / sqrt(H), as torch.nn initialises them."""
-    gen = torch.Generator().manual_seed(seed)
-    k = scale / math.sqrt(H)
-
-    def uniform(*shape: int) -> torch.Tensor:
-        return ((torch.rand(*shape, generator=gen, dtype=torch.float64) * 2 - 1) * k).to(dtype)
-
-    x = torch.randn(B, T, I, generator=gen, dtype=torch.float64).to(dtype)
-    h0 = torch.randn(B, H, generator=gen, dtype=torch.float64).to(dtype)
-    params = [uniform(H, I), uniform(H, H), uniform(H) if bias else None, uniform(H) if bias else None]
-    return [x, h0, *params]
+def make_inputs(*args, **kwargs):
+    return _make_inputs(*args, **kwargs, gates=1)
 
 
 def run_with_grads(scan, tensors, nonlinearity: str, seed: int):
