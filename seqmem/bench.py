@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from ._module import check_choice
+from ._threads import threads
 from .protocol import state_nbytes
 from .registry import build, model_names
 
@@ -125,25 +126,6 @@ class _Case:
     width: int
     module: nn.Module = field(repr=False)
     is_baseline: bool = False
-
-
-# ---------------------------------------------------------------------------- threads
-@contextlib.contextmanager
-def threads(n: int) -> Iterator[None]:
-    """Run the block with `n` torch threads (and `n` numba threads if numba is loaded)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    numba_mod = sys.modules.get("numba")
-    old_nb = None
-    if numba_mod is not None:
-        old_nb = numba_mod.get_num_threads()
-        numba_mod.set_num_threads(min(n, numba_mod.config.NUMBA_NUM_THREADS))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-        if numba_mod is not None and old_nb is not None:
-            numba_mod.set_num_threads(old_nb)
 
 
 # ---------------------------------------------------------------------------- building cases

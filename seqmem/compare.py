@@ -40,6 +40,7 @@ import torch
 
 from . import __version__
 from ._module import check_choice
+from ._threads import threads as thread_limit
 from .executors import Executor, RayExecutor, make_executor
 from .network import SequenceNetwork, size_for_budget
 from .registry import build, model_names
@@ -589,9 +590,7 @@ def compare(
                 )
         if todo:
             if threads is not None and runner.name == "inline":
-                old_threads = torch.get_num_threads()
-                torch.set_num_threads(threads)
-                stack.callback(torch.set_num_threads, old_threads)
+                stack.enter_context(thread_limit(threads))
             progress.executor_started(runner.name, runner.workers)
             outcomes = runner.run(
                 execute_run,

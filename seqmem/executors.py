@@ -140,11 +140,11 @@ def _watch_parent(parent: int) -> None:
 
 
 def _init_worker(threads: int, parent: int) -> None:
-    """Pool worker set-up: torch threads, Ctrl-C left to the parent, exit with the parent."""
+    """Pool worker set-up: torch/numba/BLAS threads, Ctrl-C left to the parent, exit with the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import torch
+    from ._threads import set_threads
 
-    torch.set_num_threads(threads)
+    set_threads(threads)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="seqmem-parent-watch").start()
 
 
@@ -222,9 +222,9 @@ class ProcessExecutor(Executor):
 
 
 def _ray_call(fn: JobFn, job: Any, threads: int) -> Any:
-    import torch
+    from seqmem._threads import set_threads
 
-    torch.set_num_threads(threads)
+    set_threads(threads)
     return fn(job, None)
 
 
