@@ -4,6 +4,8 @@
     python scripts/claims.py --quick         # a smoke test of every step (about a minute)
     python scripts/claims.py --only xor-echo,gradflow --jobs 4
     python scripts/claims.py --commands      # print the equivalent seqmem commands, run nothing
+    python scripts/claims.py --seeds 0 --lrs 3e-3 --steps 2000 --max-seq-len 256 --backend numba -j 2
+                                             # the reduced run behind docs/results/claims (about an hour)
 
 The claims, each measured by a sweep of `seqmem.compare` (or `seqmem.gradflow`):
 
@@ -197,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", "-j", type=int, default=None, help="runs at the same time")
     parser.add_argument("--executor", default="local", help="local, process or ray (see seqmem compare)")
     parser.add_argument("--address", default=None, help="Ray cluster address (--executor ray)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps of every sweep (default: each sweep's own, 3000-4000)")
+    parser.add_argument("--max-seq-len", type=int, default=None,
+                        help="leave out the sequence lengths above this (a shorter run)")
+    parser.add_argument("--backend", default="torch",
+                        help="torch, or numba for the models that have it (the same numbers, faster)")
     parser.add_argument("--adding-mse", type=float, default=0.01,
                         help="adding counts as solved below this held-out MSE (chance: 1/6)")
     parser.add_argument("--commands", action="store_true", help="print the equivalent commands, run nothing")
@@ -211,7 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(only) - set(names))
     if unknown:
         parser.error(f"unknown claim(s) {unknown}; choose from {names}")
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
     extra = (["--executor", args.executor] if args.executor != "local" else [])
+    extra += ["--backend", args.backend] if args.backend != "torch" else []
     extra += ["--jobs", str(args.jobs)] if args.jobs else []
     extra += ["--address", args.address] if args.address else []
     gf = {"seq_len": 12 if quick else 50, "width": 8 if quick else 32, "steps": 3 if quick else 500}
@@ -219,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
                          "--seq-len", str(gf["seq_len"]), "--width", str(gf["width"]),
                          "--steps", str(gf["steps"]), "--out", str(out / "gradflow")])
     chosen = [s for s in sweeps(quick) if s.name in only]
+    for s in chosen:
+        if args.steps is not None:
+            s.steps = args.steps
+        if args.max_seq_len is not None:
+            s.seq_lens = [T for T in s.seq_lens if T <= args.max_seq_len]
+    chosen = [s for s in chosen if s.seq_lens]
     if args.commands:
         for s in chosen:
             print(s.command(out, seeds, lrs, extra))
@@ -246,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         records[s.name] = compare(
             s.task, s.models, s.seq_lens, seeds, steps=s.steps, params=s.params, batch_size=s.batch_size,
             lrs=lrs, task_kwargs=s.task_kwargs, out=out / s.name, executor=args.executor, jobs=args.jobs,
-            address=args.address, progress=_Lines(),
+            address=args.address, backend=args.backend, progress=_Lines(),
         )
         write_report(out / s.name)
 
