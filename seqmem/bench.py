@@ -69,7 +69,7 @@ class BenchRecord:
         repeats: number of timed runs.
         peak_bytes: peak bytes held by PyTorch's allocator during one run (`None` if not measured).
         state_bytes: bytes of the state after the sequence (`None` for `torch.nn` baselines).
-        threads: torch and numba threads used.
+        threads: torch, numba and BLAS threads used.
         params: number of parameters.
     """
 
@@ -283,7 +283,7 @@ def bench(
         width: `hidden_size` of RNN/LSTM/GRU (also their `input_size`), `d_model` of the others.
         repeats: timed runs per case (default: 7, fewer for large cases; 3 with `quick`).
         warmup: untimed runs first (compiles numba kernels, warms caches).
-        num_threads: torch and numba threads (1 by default: the most stable figures on a
+        num_threads: torch, numba and BLAS threads (1 by default: the most stable figures on a
             shared CPU).
         baselines: include `torch.nn.RNN/LSTM/GRU` and their cells.
         memory: measure peak memory with `torch.profiler` (one extra untimed run per case).
@@ -393,7 +393,7 @@ def compare_baselines(num_threads: int = 1, repeats: int = 7, quick: bool = Fals
     | a second process's first numba call (cache), seconds | < 0.5 s |
 
     Args:
-        num_threads: torch and numba threads.
+        num_threads: torch, numba and BLAS threads.
         repeats: timed runs per measurement (median).
         quick: smaller sizes (for smoke tests; the ratios are then not the goals' cases).
 

@@ -280,7 +280,7 @@ def compare_command(
         typer.Option("--save-weights", help="Save each network as <out>/weights/<id>.safetensors + .json."),
     ] = False,
     threads: Annotated[
-        int, typer.Option(min=1, help="Torch threads, per worker (small models run fastest on 1).")
+        int, typer.Option(min=1, help="Threads (torch, numba and BLAS), per worker (small models run fastest on 1).")
     ] = 1,
     plot: Annotated[
         bool, typer.Option("--plot/--no-plot", help="Write <out>/<task>.png (needs matplotlib).")
@@ -559,7 +559,7 @@ def bench_command(
         int, typer.Option(min=1, help="hidden_size of RNN/LSTM/GRU, d_model of the others.")
     ] = 64,
     repeats: Annotated[int | None, typer.Option(min=1, help="Timed runs per case (median).")] = None,
-    threads: Annotated[int, typer.Option(min=1, help="Torch and numba threads.")] = 1,
+    threads: Annotated[int, typer.Option(min=1, help="Threads of torch, numba and BLAS.")] = 1,
     baselines: Annotated[
         bool,
         typer.Option("--baselines/--no-baselines", help="Include torch.nn.RNN/LSTM/GRU and their cells."),

@@ -465,7 +465,7 @@ def compare(
             `jobs > 1`), `"inline"`, `"process"`, `"ray"`, or a `seqmem.executors.Executor`.
         jobs: runs at the same time (pool workers, or the CPUs of a local Ray instance).
         address: the Ray cluster to join (`executor="ray"`); `None` starts a local instance.
-        threads: torch intra-op threads: of this process for the inline executor (restored
+        threads: threads of torch, numba and BLAS: of this process for the inline executor (restored
             afterwards; `None` leaves the current setting), of each worker otherwise (`None`: 1).
             Networks this small often run fastest on one thread.
         progress: a `CompareProgress` to report to.

@@ -149,7 +149,7 @@ def _init_worker(threads: int, parent: int) -> None:
 
 
 class ProcessExecutor(Executor):
-    """Runs the jobs on a pool of `jobs` spawned worker processes, `threads` torch threads each.
+    """Runs the jobs on a pool of `jobs` spawned worker processes, `threads` threads each (torch, numba, BLAS).
 
     The `spawn` start method gives every worker a fresh interpreter (safe with threads and
     OpenMP, the same on every OS). As always with `spawn`, a script that starts a sweep must guard
@@ -157,7 +157,7 @@ class ProcessExecutor(Executor):
 
     Args:
         jobs: number of worker processes, a positive int.
-        threads: torch intra-op threads per worker (1: small networks train fastest on one).
+        threads: threads per worker, for torch, numba and BLAS alike (1: small networks train fastest on one).
     """
 
     name = "process"
@@ -242,7 +242,7 @@ class RayExecutor(Executor):
         address: the cluster's address (e.g. `"ray://head:10001"` or `"auto"`), or `None` for a
             local instance.
         num_cpus: CPUs of a local instance (default: `os.cpu_count()`); ignored with `address`.
-        threads: torch intra-op threads per task.
+        threads: threads per task, for torch, numba and BLAS alike.
         runtime_env: Ray's `runtime_env` for the tasks (merged with the local instance's
             `PYTHONPATH`).
     """
@@ -368,7 +368,7 @@ def make_executor(
         jobs: runs at the same time: pool workers (`"local"`, `"process"`; default 1) or the CPUs of
             a local Ray instance (default `os.cpu_count()`).
         address: Ray cluster address (`"ray"` only).
-        threads: torch threads per worker process (pools and Ray).
+        threads: torch, numba and BLAS threads per worker process (pools and Ray).
 
     Returns:
         The executor.
