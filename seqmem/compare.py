@@ -74,6 +74,10 @@ RESULTS_FILE = "results.jsonl"
 WEIGHTS_DIR = "weights"
 """The folder, inside a sweep's folder, of the networks saved with `save_weights=True`."""
 
+LOG_SCALE_METRICS = frozenset({"mse"})
+"""Metrics that span decades (an MSE from 1e-5 to the chance level 1/6): plotted on a log axis and
+printed with significant digits rather than three decimals."""
+
 DEFAULTS: dict[str, Any] = {
     "task": "xor-echo",
     "models": ("rnn", "lstm", "gru", "transformer", "mamba"),
@@ -781,6 +785,8 @@ def plot_results(records: Sequence[dict[str, Any]], path: str | os.PathLike[str]
     chance = first.get("chance")
     if chance is not None:
         ax.axhline(chance, color="gray", linestyle="--", linewidth=1, label="chance")
+    if metric in LOG_SCALE_METRICS and all(r["min"] > 0 for r in rows if r["mean"] is not None):
+        ax.set_yscale("log")  # an MSE from 1e-5 to the chance level of 0.17 is flat on a linear axis
     seq_lens = sorted({r["seq_len"] for r in rows})
     if len(seq_lens) > 1 and seq_lens[-1] / seq_lens[0] >= 4:
         ax.set_xscale("log", base=2)

@@ -23,6 +23,7 @@ from typing import Any
 
 from . import __version__
 from .compare import (
+    LOG_SCALE_METRICS,
     RESULTS_FILE,
     _figure_class,
     _save_figure,
@@ -32,7 +33,15 @@ from .compare import (
     summarize,
 )
 
-__all__ = ["REPORT_FILE", "format_bytes", "markdown_table", "plot_metric_vs", "table_rows", "write_report"]
+__all__ = [
+    "REPORT_FILE",
+    "format_bytes",
+    "format_metric",
+    "markdown_table",
+    "plot_metric_vs",
+    "table_rows",
+    "write_report",
+]
 
 REPORT_FILE = "report.md"
 """The name of the Markdown report in a sweep's folder."""
@@ -71,6 +80,25 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def format_metric(value: Any, metric: str) -> str:
+    """A metric or loss for a table: three decimals, or three significant digits for a quantity
+    that spans decades (an MSE of 3e-5 is not `0.000`; see `LOG_SCALE_METRICS`).
+
+    Args:
+        value: the number, or `None`/NaN for a missing one (`"n/a"`).
+        metric: the metric's name (`"accuracy"`, `"mse"`, `"bits_per_char"`, or `"loss"` for a
+            training loss, which is printed with significant digits too).
+
+    Returns:
+        The text.
+    """
+    if metric in LOG_SCALE_METRICS or metric == "loss":
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return "n/a"
+        return f"{value:.3g}"
+    return _fmt(value)
+
+
 def table_rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]], str]:
     """The comparison table as text cells: headers, rows and a caption (for rich and Markdown alike).
 
@@ -92,9 +120,9 @@ def table_rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[
     headers += (["best lr"] if multi_lr else []) + ["loss", "params", "state", "wall s"]
     out = []
     for r in rows:
-        value = _fmt(r["mean"])
+        value = format_metric(r["mean"], metric)
         if multi_seed and r["mean"] is not None:
-            value += f" ± {_fmt((r['max'] - r['min']) / 2)}"
+            value += f" ± {format_metric((r['max'] - r['min']) / 2, metric)}"
         if r["diverged"]:
             value += f" ({r['diverged']} diverged)"
         cells = [str(r["model"]), str(r["seq_len"])]
@@ -103,7 +131,8 @@ def table_rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[
         cells.append(value)
         if multi_lr:
             cells.append(f"{r['lr']:g}" if isinstance(r.get("lr"), (int, float)) else "n/a")
-        cells += [_fmt(r["loss"]), str(r["params"]), format_bytes(r.get("state_bytes")), _fmt(r["wall_s"], 1)]
+        cells += [format_metric(r["loss"], "loss"), str(r["params"]), format_bytes(r.get("state_bytes"))]
+        cells.append(_fmt(r["wall_s"], 1))
         out.append(cells)
     notes = []
     if multi_seed:
@@ -179,6 +208,8 @@ def plot_metric_vs(records: Sequence[dict[str, Any]], path: str | os.PathLike[st
                         label=model if k == 0 else None, capsize=2, linewidth=1.5)
         if chance is not None:
             ax.axhline(chance, color="gray", linestyle="--", linewidth=1)
+        if rows[0]["metric"] in LOG_SCALE_METRICS and all(r["min"] > 0 for r in rows):
+            ax.set_yscale("log")
         ax.set_xscale("log")
         ticks = sorted({r[x] for r in rows if r["seq_len"] == T})
         lo, hi = ticks[0], ticks[-1]

@@ -274,3 +274,26 @@ def test_tbptt_and_clip_enter_the_records(tmp_path):
     assert plain["clipped_steps"] <= plain["steps_done"] and none["clipped_steps"] == 0
     assert plain["max_grad_norm"] > 0
     json.dumps(trunc, allow_nan=False)
+
+
+def test_an_mse_is_printed_with_significant_digits_and_plotted_on_a_log_axis(monkeypatch, tmp_path):
+    from seqmem import report as report_mod
+    from seqmem.report import format_metric, markdown_table
+
+    assert format_metric(3.28e-5, "mse") == "3.28e-05" and format_metric(0.163, "mse") == "0.163"
+    assert format_metric(0.9374, "accuracy") == "0.937" and format_metric(float("nan"), "mse") == "n/a"
+    recs = compare("adding", ["rnn"], [6, 12], **TINY)
+    for r, mse in zip(recs, (2.5e-5, 0.16), strict=True):
+        r["mse"] = mse
+    table = markdown_table(recs)
+    assert "| rnn | 6 | 2.5e-05 |" in table and "| rnn | 12 | 0.16 |" in table
+    figures = []
+    for mod in (compare_mod, report_mod):
+        monkeypatch.setattr(mod, "_save_figure", lambda fig, path: figures.append(fig) or path)
+    compare_mod.plot_results(recs, tmp_path / "a.png")
+    report_mod.plot_metric_vs(recs, tmp_path / "b.png", "params")
+    assert [fig.axes[0].get_yscale() for fig in figures] == ["log", "log"]
+    figures.clear()
+    acc = compare("xor-echo", ["rnn"], [6], **TINY)
+    compare_mod.plot_results(acc, tmp_path / "c.png")
+    assert figures[0].axes[0].get_yscale() == "linear"
