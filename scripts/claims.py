@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:  # run from a clone without installing
 
 from seqmem.compare import CompareProgress, best_per_cell, compare, summarize  # noqa: E402
 from seqmem.gradflow import gradflow  # noqa: E402
-from seqmem.report import write_report  # noqa: E402
+from seqmem.report import format_metric, write_report  # noqa: E402
 
 ALL_MODELS = ["rnn", "lstm", "gru", "transformer", "mamba"]
 SOLVED_ACCURACY = 0.95
@@ -95,12 +95,6 @@ def _cells(records: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any
     return {(r["model"], r["seq_len"]): r for r in best_per_cell(summarize(records))}
 
 
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    return f"{value:.3f}"
-
-
 def metric_table(sweep: Sweep, records: list[dict[str, Any]]) -> str:
     """Models as rows, sequence lengths as columns, the metric (best lr, mean over seeds) in the cells."""
     cells = _cells(records)
@@ -108,7 +102,7 @@ def metric_table(sweep: Sweep, records: list[dict[str, Any]]) -> str:
     lines = [f"| {metric} | " + " | ".join(f"T={T}" for T in sweep.seq_lens) + " |",
              "| --- |" + " ---: |" * len(sweep.seq_lens)]
     for m in sweep.models:
-        values = [_fmt(cells.get((m, T), {}).get("mean")) for T in sweep.seq_lens]
+        values = [format_metric(cells.get((m, T), {}).get("mean"), metric) for T in sweep.seq_lens]
         lines.append(f"| {m} | " + " | ".join(values) + " |")
     return "\n".join(lines)
 
@@ -123,7 +117,7 @@ def solved(row: dict[str, Any] | None, adding_mse: float) -> bool:
 
 
 def longest_solved(sweep: Sweep, records: list[dict[str, Any]], adding_mse: float) -> dict[str, str]:
-    """Per model: the longest seq_len solved, marked when a shorter one was not."""
+    """Per model: the longest seq_len solved, marked when a shorter one was not or no longer one was tried."""
     cells = _cells(records)
     out = {}
     for m in sweep.models:
@@ -132,7 +126,10 @@ def longest_solved(sweep: Sweep, records: list[dict[str, Any]], adding_mse: floa
             out[m] = "none"
             continue
         gaps = [T for T in sweep.seq_lens if T < ok[-1] and T not in ok]
-        out[m] = str(ok[-1]) + (f" (not {', '.join(map(str, gaps))})" if gaps else "")
+        notes = ["the longest tried"] if ok[-1] == max(sweep.seq_lens) else []
+        notes += [f"not {', '.join(map(str, gaps))}"] if gaps else []
+        out[m] = (">= " if notes[:1] == ["the longest tried"] else "") + str(ok[-1])
+        out[m] += f" ({'; '.join(notes)})" if notes else ""
     return out
 
 
@@ -163,9 +160,10 @@ def gradflow_table(result: dict[str, Any]) -> str:
             jac = rep.get("jacobian_norm")
             rate = decay_per_step(jac, rep["distance"]) if jac else None
             fgp = rep.get("forget_gate_product")
-            lines.append(f"| {m} | {phase} | {'n/a' if ratio is None else f'{ratio:.2e}'} | {_fmt(rate)} | "
-                         f"{'n/a' if not jac or jac[0] is None else f'{jac[0]:.2e}'} | "
-                         f"{'n/a' if not fgp or fgp[0] is None else f'{fgp[0]:.2e}'} |")
+            cells = ["n/a" if ratio is None else f"{ratio:.2e}", format_metric(rate, "decay"),
+                     "n/a" if not jac or jac[0] is None else f"{jac[0]:.2e}",
+                     "n/a" if not fgp or fgp[0] is None else f"{fgp[0]:.2e}"]
+            lines.append(f"| {m} | {phase} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -175,8 +173,9 @@ class _Lines(CompareProgress):
     def run_finished(self, index: int, total: int, record: dict[str, Any], resumed: bool) -> None:
         value = record.get(record.get("metric", "accuracy"))
         how = "already done" if resumed else f"{record.get('wall_s', 0):.1f} s"
+        shown = format_metric(value, record["metric"])
         print(f"  [{index + 1}/{total}] {record['model']} T={record['seq_len']} lr={record['lr']:g} "
-              f"seed={record['seed']}: {record['metric']} {_fmt(value)} ({how})", file=sys.stderr, flush=True)
+              f"seed={record['seed']}: {record['metric']} {shown} ({how})", file=sys.stderr, flush=True)
 
 
 def _atomic_text(path: Path, text: str) -> None:

@@ -20,6 +20,8 @@ Markers (in the pages' Markdown; paths relative to `docs/`):
 | `<!-- seqmem:speedups file=results/bench.json -->` | numba vs torch, and vs torch.nn, per case |
 | `<!-- seqmem:targets file=results/targets.json cmd="..." -->` | `TargetRecord` table |
 | `<!-- seqmem:compare dir=results/compare-xor-echo cmd="..." -->` | summary table + plot of a sweep |
+| `<!-- seqmem:solved dir=results/claims/copy [mse=0.01] -->` | longest seq_len each model solves |
+| `<!-- seqmem:gradflow dir=results/claims/gradflow cmd="..." -->` | gradient decay table + plot |
 | `<!-- seqmem:cli -->` | every command and option of `seqmem.cli:app` |
 | `<!-- seqmem:param-table -->` | parameter counts of RNN/GRU/LSTM against the formulas |
 | `<!-- seqmem:api-rest -->` | `::: seqmem.NAME` for every name of `seqmem.__all__` not yet on the page |
@@ -136,18 +138,22 @@ def _plot_results(files: Files, config: Any) -> None:
                 _add_generated(files, config, uri, path.read_bytes())
                 _generated.setdefault("bench", "")
                 _generated["bench"] += f"![{path.stem}](/{uri})\n\n"
-    for folder in sorted(p for p in results.glob("compare-*") if p.is_dir()):
-        jsonl = folder / "results.jsonl"
-        if not jsonl.is_file():
-            continue
+    for jsonl in sorted(results.glob("**/results.jsonl")):
+        rel = jsonl.parent.relative_to(results).as_posix()  # e.g. compare-xor-echo, claims/adding
         from seqmem.compare import plot_results, read_results
 
+        name = rel.replace("/", "-")
         with tempfile.TemporaryDirectory() as tmp:
-            out = plot_results(read_results(jsonl), Path(tmp) / f"{folder.name}.png")
+            out = plot_results(read_results(jsonl), Path(tmp) / f"{name}.png")
             if out is not None:
-                uri = f"figures/{folder.name}.png"
+                uri = f"figures/{name}.png"
                 _add_generated(files, config, uri, out.read_bytes())
-                _generated[f"compare:{folder.name}"] = f"![{folder.name}](/{uri})\n"
+                _generated[f"compare:{rel}"] = f"![{name}](/{uri})\n"
+    for png in sorted(results.glob("**/gradflow.png")):
+        name = png.parent.relative_to(results).as_posix().replace("/", "-")
+        uri = f"figures/{name}-gradflow.png"
+        _add_generated(files, config, uri, png.read_bytes())
+        _generated[f"gradflow:{png.parent.relative_to(results).as_posix()}"] = f"![gradient flow](/{uri})\n"
 
 
 # ------------------------------------------------------------------------------------------ markers
@@ -334,10 +340,11 @@ def compare_marker(args: dict[str, str], **_: Any) -> str:
     jsonl = folder / "results.jsonl"
     if not jsonl.is_file():
         return _missing("comparison", f"{rel}/results.jsonl", args)
-    from seqmem.compare import read_results, summarize
+    from seqmem.compare import best_per_cell, read_results, summarize
+    from seqmem.report import format_metric
 
     records = read_results(jsonl)
-    rows = summarize(records)
+    rows = best_per_cell(summarize(records))  # with a learning-rate grid: the best rate per cell
     if not rows:
         return _command(args, folder / "command.txt") + "\nNo finished runs yet.\n"
     seq_lens = sorted({r["seq_len"] for r in rows})
@@ -348,17 +355,21 @@ def compare_marker(args: dict[str, str], **_: Any) -> str:
     def cell(r: dict[str, Any] | None) -> str:
         if r is None or r["mean"] is None:
             return "-" if r is None else "diverged"
-        spread = f" ({r['min']:.2f}-{r['max']:.2f})" if r["n"] > 1 and r["min"] != r["max"] else ""
-        return f"{r['mean']:.3f}{spread}"
+        spread = (f" ({format_metric(r['min'], metric)}-{format_metric(r['max'], metric)})"
+                  if r["n"] > 1 and r["min"] != r["max"] else "")
+        return format_metric(r["mean"], metric) + spread  # an MSE in significant digits
 
     params = {m: next((r["params"] for r in rows if r["model"] == m and r["params"]), None) for m in models}
     body = [[f"`{m}`", str(params[m] or "-")] + [cell(cells.get((m, t))) for t in seq_lens] for m in models]
     first = records[0]
     seeds = sorted({r.get("seed") for r in records if r.get("seed") is not None})
-    note = (f"Task `{first.get('task')}`, {first.get('steps', '?')} training steps, seeds "
+    lrs = sorted({r.get("lr") for r in records if r.get("lr") is not None})
+    rates = (f"learning rates {', '.join(f'{x:g}' for x in lrs)} (the best per cell)" if len(lrs) > 1
+             else f"learning rate {lrs[0]:g}" if lrs else "")
+    note = (f"Task `{first.get('task')}`, {first.get('steps', '?')} training steps, {rates}, seeds "
             f"{', '.join(map(str, seeds))}; held-out {metric.replace('_', ' ')}, mean over seeds "
             f"(min-max when they differ).\n")
-    plot = _generated.get(f"compare:{folder.name}", "")
+    plot = _generated.get(f"compare:{folder.relative_to(DOCS / 'results').as_posix()}", "")
     return "\n".join([_command(args, folder / "command.txt"), note,
                       _table(["model", "params"] + [f"T = {t}" for t in seq_lens], body), plot])
 
@@ -384,6 +395,50 @@ def param_table_marker(args: dict[str, str], **_: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- CLI
+def _claims_script() -> Any:
+    """`scripts/claims.py`, imported by path: its tables are the ones the claims page shows."""
+    mod = sys.modules.get("seqmem_claims_script")
+    if mod is None:
+        spec = importlib.util.spec_from_file_location("seqmem_claims_script", ROOT / "scripts" / "claims.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+    return mod
+
+
+def solved_marker(args: dict[str, str], **_: Any) -> str:
+    """The longest seq_len each model solves in a sweep (`scripts/claims.py`'s rule)."""
+    rel = args.get("dir", "results/claims/copy")
+    jsonl = DOCS / rel / "results.jsonl"
+    if not jsonl.is_file():
+        return _missing("sweep", f"{rel}/results.jsonl", args)
+    from seqmem.compare import read_results
+
+    claims = _claims_script()
+    records = read_results(jsonl)
+    seq_lens = sorted({r["seq_len"] for r in records})
+    models = list(dict.fromkeys(r["model"] for r in records))
+    sweep = claims.Sweep(rel, records[0]["task"], models, seq_lens, steps=records[0].get("steps", 0))
+    threshold = float(args.get("mse", 0.01))
+    rule = (f"held-out MSE below {threshold:g}" if records[0].get("metric") == "mse"
+            else f"accuracy above {claims.SOLVED_ACCURACY:.0%}")
+    longest = claims.longest_solved(sweep, records, threshold)
+    rows = [[f"`{m}`", v] for m, v in longest.items()]
+    return f"Solved means {rule}.\n\n" + _table(["model", "longest seq_len solved"], rows)
+
+
+def gradflow_marker(args: dict[str, str], **_: Any) -> str:
+    """Decay of the gradient with distance, per model, before and after training (`seqmem gradflow`)."""
+    rel = args.get("dir", "results/claims/gradflow")
+    path = DOCS / rel / "gradflow.json"
+    if not path.is_file():
+        return _missing("gradient-flow report", f"{rel}/gradflow.json", args)
+    result = json.loads(path.read_text())
+    table = _claims_script().gradflow_table(result)
+    plot = _generated.get(f"gradflow:{Path(rel).relative_to('results').as_posix()}", "")
+    return "\n".join([_command(args, path.with_name("command.txt")), table, "", plot])
+
+
 def cli_marker(args: dict[str, str], **_: Any) -> str:
     try:
         cli = importlib.import_module("seqmem.cli")
@@ -493,6 +548,8 @@ MARKERS = {
     "speedups": speedups_marker,
     "targets": targets_marker,
     "compare": compare_marker,
+    "solved": solved_marker,
+    "gradflow": gradflow_marker,
     "cli": cli_marker,
     "param-table": param_table_marker,
     "api-rest": api_rest_marker,
