@@ -21,15 +21,22 @@ import torch
 def _blas_limiter(n: int) -> Any:
     """Limit the BLAS libraries of this process (SciPy's, which numba uses, loaded first) to `n` threads.
 
-    Returns the threadpoolctl controller (`.restore_original_limits()` undoes it), or `None` when
-    threadpoolctl is not installed.
+    Returns the threadpoolctl controller; `.restore_original_limits()` undoes it.
     """
-    try:
-        import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS numba calls, so the limit reaches it)
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - both are dependencies of seqmem
-        return None
+    import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS numba calls, so the limit reaches it)
+    from threadpoolctl import threadpool_limits
+
     return threadpool_limits(limits=n, user_api="blas")
+
+
+def _set_numba(n: int) -> int | None:
+    """Set numba's thread count if numba is loaded; returns the old count, or `None` when it is not."""
+    numba_mod = sys.modules.get("numba")
+    if numba_mod is None:
+        return None
+    old = numba_mod.get_num_threads()
+    numba_mod.set_num_threads(min(n, numba_mod.config.NUMBA_NUM_THREADS))
+    return old
 
 
 def set_threads(n: int) -> None:
@@ -39,10 +46,7 @@ def set_threads(n: int) -> None:
     imported yet, gets `NUMBA_NUM_THREADS=n`: it starts its pool with `n` threads when it is.
     """
     torch.set_num_threads(n)
-    numba_mod = sys.modules.get("numba")
-    if numba_mod is not None:
-        numba_mod.set_num_threads(min(n, numba_mod.config.NUMBA_NUM_THREADS))
-    else:
+    if _set_numba(n) is None:
         os.environ["NUMBA_NUM_THREADS"] = str(n)
     _blas_limiter(n)
 
@@ -52,17 +56,12 @@ def threads(n: int) -> Iterator[None]:
     """Run the block with `n` torch threads, `n` numba threads (if numba is loaded) and `n` BLAS threads."""
     old = torch.get_num_threads()
     torch.set_num_threads(n)
-    numba_mod = sys.modules.get("numba")
-    old_nb = None
-    if numba_mod is not None:
-        old_nb = numba_mod.get_num_threads()
-        numba_mod.set_num_threads(min(n, numba_mod.config.NUMBA_NUM_THREADS))
+    old_nb = _set_numba(n)
     blas = _blas_limiter(n)
     try:
         yield
     finally:
         torch.set_num_threads(old)
-        if numba_mod is not None and old_nb is not None:
-            numba_mod.set_num_threads(old_nb)
-        if blas is not None:
-            blas.restore_original_limits()
+        if old_nb is not None:
+            _set_numba(old_nb)
+        blas.restore_original_limits()

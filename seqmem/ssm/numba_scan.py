@@ -175,7 +175,6 @@ def _exp(x, cst, coef):  # pragma: no cover - compiled
     return p * _pow2(k)
 
 
-
 @njit(**JIT)
 def _step_kernel(u, dt, A, Bm, Cm, Dv, h, y, h_out, cst, coef):  # pragma: no cover - compiled
     """One step, serial: `h' = exp(dt A) h + dt B u`, `y = C . h' + D u`. `Bm`, `Cm` are
@@ -194,6 +193,7 @@ def _step_kernel(u, dt, A, Bm, Cm, Dv, h, y, h_out, cst, coef):  # pragma: no co
                 h_out[b, d, n] = hv
                 acc += hv * Cm[bi, di, n]
             y[b, d] = acc
+
 
 @njit(**JIT)
 def _exp_array(x, cst, coef):  # pragma: no cover - compiled
