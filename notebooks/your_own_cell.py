@@ -197,7 +197,7 @@ show_failure(DoubleStep(3, 8))
 # seqmem's own models pass the same checks, on every backend:
 
 # %%
-for name in seqmem.model_names():
-    model = seqmem.build(name, 8, 8) if name in ("rnn", "lstm", "gru") else seqmem.build(name, 8)
+for spec in seqmem.list_models():
+    model = spec.build(input_size=8, width=8)
     report = check_sequence_model(model, seq_len=6, backends=())
-    print(f"{name:12s} {len(report.checked)} properties passed")
+    print(f"{spec.name:12s} {len(report.checked)} properties passed")

@@ -25,7 +25,17 @@ from .protocol import (
     map_state,
     state_nbytes,
 )
-from .registry import build, model_names
+from .registry import (
+    ModelSpec,
+    TaskSpec,
+    build,
+    list_models,
+    list_tasks,
+    model_names,
+    model_spec,
+    register_model,
+    register_task,
+)
 from .rnn import RNN
 from .ssm import ScanInputs, SelectiveSSM
 from .tasks import get_task, task_names
@@ -41,6 +51,7 @@ __all__ = [
     "KVCache",
     "LSTMGates",
     "LSTMState",
+    "ModelSpec",
     "RNNState",
     "SSMState",
     "ScanInputs",
@@ -48,6 +59,7 @@ __all__ = [
     "SequenceModel",
     "SequenceNetwork",
     "State",
+    "TaskSpec",
     "TrainResult",
     "__version__",
     "build",
@@ -55,9 +67,14 @@ __all__ = [
     "diagnostics",
     "evaluate",
     "get_task",
+    "list_models",
+    "list_tasks",
     "load",
     "map_state",
     "model_names",
+    "model_spec",
+    "register_model",
+    "register_task",
     "save",
     "size_for_budget",
     "state_nbytes",

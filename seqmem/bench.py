@@ -38,7 +38,7 @@ from torch import nn
 from ._module import check_choice
 from ._threads import threads
 from .protocol import state_nbytes
-from .registry import build, model_names
+from .registry import ModelSpec, list_models, model_spec, resolve_models
 
 __all__ = [
     "BenchRecord",
@@ -50,7 +50,11 @@ __all__ = [
 ]
 
 MODES = ("forward", "train", "step")
-BASELINES = {"rnn": (nn.RNN, nn.RNNCell), "lstm": (nn.LSTM, nn.LSTMCell), "gru": (nn.GRU, nn.GRUCell)}
+
+
+def _torch_twin(name: str, cell: bool) -> type[nn.Module]:
+    """A model's `torch.nn` twin from its spec: the sequence module, or the cell (`cell=True`)."""
+    return model_spec(name).torch_equivalents[1 if cell else 0]
 
 
 @dataclass
@@ -129,15 +133,10 @@ class _Case:
 
 
 # ---------------------------------------------------------------------------- building cases
-def _build_model(name: str, width: int, backend: str) -> nn.Module:
-    if name in ("rnn", "lstm", "gru"):
-        model = build(name, width, width)
-    elif name == "transformer":
-        model = build(name, width, n_heads=max(1, width // 32), n_layers=2)
-    else:
-        model = build(name, width)
-    model.backend = backend
-    return model
+def _build_model(model: str | ModelSpec, width: int, backend: str) -> nn.Module:
+    """The model at this width, inputs of the same width, on `backend`."""
+    spec = model if isinstance(model, ModelSpec) else model_spec(model)
+    return spec.build(width, width, backend=backend) if backend != "torch" else spec.build(width, width)
 
 
 def _timed(fn: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
@@ -220,7 +219,7 @@ def _runner(case: _Case, x: torch.Tensor) -> Callable[[], Any]:
 
 
 def _cases(
-    models: Sequence[str],
+    models: Sequence[ModelSpec],
     backends: Sequence[str] | None,
     modes: Sequence[str],
     seq_lens: Sequence[int],
@@ -230,17 +229,16 @@ def _cases(
 ) -> Iterator[_Case]:
     for mode in modes:
         batches = [1] if mode == "step" else batch_sizes
-        for name in models:
-            probe = _build_model(name, width, "torch")
-            for backend in probe.backends:
+        for spec in models:
+            for backend in spec.backends:
                 if backends is not None and backend not in backends:
                     continue
-                module = _build_model(name, width, backend)
+                module = _build_model(spec, width, backend)
                 for B in batches:
                     for T in seq_lens:
-                        yield _Case(name, backend, mode, B, T, width, module)
-            if baselines and name in BASELINES:
-                seq_cls, cell_cls = BASELINES[name]
+                        yield _Case(spec.name, backend, mode, B, T, width, module)
+            if baselines and spec.torch_equivalents:
+                seq_cls, cell_cls = spec.torch_equivalents
                 module = cell_cls(width, width) if mode == "step" else seq_cls(width, width, batch_first=True)
                 label = f"torch.nn.{type(module).__name__}"
                 for B in batches:
@@ -275,7 +273,8 @@ def bench(
     """Measure time, peak memory and state size of every model x backend against `seq_len`.
 
     Args:
-        models: model names (default: all of `seqmem.model_names()`).
+        models: the models: names, import paths `module:attr`, `ModelSpec`s or classes (default:
+            every registered model, `seqmem.list_models()`).
         backends: restrict to these backends (default: every backend each model supports).
         modes: any of `"forward"`, `"train"`, `"step"`.
         seq_lens: sequence lengths `T` to measure.
@@ -300,9 +299,7 @@ def bench(
     Raises:
         ValueError: for unknown model names or modes, or non-positive sizes.
     """
-    models = list(models) if models is not None else model_names()
-    for name in models:
-        check_choice("model", name, model_names(), "seqmem.bench")
+    specs = resolve_models(models, "seqmem.bench") if models is not None else list_models()
     for mode in modes:
         check_choice("mode", mode, MODES, "seqmem.bench")
     if quick:
@@ -313,7 +310,7 @@ def bench(
     records: list[BenchRecord] = []
     gen = torch.Generator().manual_seed(0)
     with threads(num_threads):
-        for case in _cases(models, backends, modes, seq_lens, batch_sizes, width, baselines):
+        for case in _cases(specs, backends, modes, seq_lens, batch_sizes, width, baselines):
             if case.mode == "step" and case.seq_len > max_step_seq_len:
                 continue
             if progress is not None:
@@ -415,7 +412,7 @@ def compare_baselines(num_threads: int = 1, repeats: int = 7, quick: bool = Fals
     with threads(num_threads), torch.no_grad():
         for name in ("lstm", "gru"):
             ours = _build_model(name, H_small, "numba")
-            cell = BASELINES[name][1](H_small, H_small)
+            cell = _torch_twin(name, cell=True)(H_small, H_small)
             x = torch.randn(1, H_small, generator=gen)
             t_ours = _step_time(lambda s, m=ours, x=x: m.step(x, s)[1], ours.initial_state(1), 200, repeats)
             t_base = _step_time(lambda s, c=cell, x=x: c(x, s), None, 200, repeats)
@@ -434,7 +431,7 @@ def compare_baselines(num_threads: int = 1, repeats: int = 7, quick: bool = Fals
         x = torch.randn(B_big, T_big, H_big, generator=gen)
         for name, goal in (("gru", 1.0), ("rnn", 1.0), ("lstm", 0.5)):
             ours = _build_model(name, H_big, "numba")
-            base = BASELINES[name][0](H_big, H_big, batch_first=True)
+            base = _torch_twin(name, cell=False)(H_big, H_big, batch_first=True)
             add(
                 f"forward B={B_big} T={T_big} H={H_big}: {name} numba vs torch.nn.{type(base).__name__}",
                 _median_time(lambda m=ours: m(x), repeats),
@@ -445,7 +442,7 @@ def compare_baselines(num_threads: int = 1, repeats: int = 7, quick: bool = Fals
     with threads(num_threads):
         for name in ("lstm", "gru", "rnn"):
             ours = _build_model(name, H_big, "numba")
-            base = BASELINES[name][0](H_big, H_big, batch_first=True)
+            base = _torch_twin(name, cell=False)(H_big, H_big, batch_first=True)
 
             def train(m: nn.Module) -> None:
                 m.zero_grad(set_to_none=True)

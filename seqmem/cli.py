@@ -16,9 +16,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .compare import DEFAULTS, RESULTS_FILE, CompareProgress, SweepError, compare, model_backends
-from .registry import model_names
-from .tasks import TASKS, task_names
+from .compare import DEFAULTS, RESULTS_FILE, CompareProgress, SweepError, compare
+from .registry import ModelSpec, list_models, list_tasks, model_names, resolve_model
+from .tasks import task_names
 
 __all__ = ["app", "main"]
 
@@ -29,15 +29,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-MODEL_DESCRIPTIONS = {
-    "rnn": "Elman RNN, h = tanh(W x + U h + b): one state vector, gradients vanish through time",
-    "lstm": "LSTM (gates i, f, g, o): an additive cell state, the 'constant error carousel'",
-    "gru": "GRU (gates r, z, n): interpolates between the old state and a candidate",
-    "transformer": "causal attention with rotary positions: keeps every past step in a KV cache",
-    "mamba": "selective state-space model (Mamba, S6): input-dependent step size, B and C",
-    "s4d": "the LTI ablation of mamba: fixed step size, B and C (a long convolution)",
-}
 
 _stderr = Console(stderr=True)
 
@@ -70,6 +61,17 @@ def _names(value: str, option: str, known: list[str]) -> list[str]:
             param_hint=option,
         )
     return items
+
+
+def _models(value: str, option: str) -> list[ModelSpec]:
+    """Models by registered name or import path `module:attr`, each resolved (and checked) before any work."""
+    specs = []
+    for item in _split(value, option):
+        try:
+            specs.append(resolve_model(item))
+        except (ValueError, TypeError) as e:
+            raise typer.BadParameter(str(e), param_hint=option) from None
+    return specs
 
 
 def _ints(value: str, option: str, minimum: int) -> list[int]:
@@ -138,10 +140,10 @@ class _RichProgress(CompareProgress):
             if self.progress is not None:
                 self.progress.update(self.runs, description=f"runs ({name}, {where})")
 
-    def run_started(self, index: int, total: int, spec: dict[str, Any]) -> None:
+    def run_started(self, index: int, total: int, spec: Any) -> None:
         if self.progress is not None and not self.parallel:
-            label = f"  {spec['model']} seq_len={spec['seq_len']} seed={spec['seed']}"
-            self.progress.reset(self.steps, total=spec["steps"], description=label, visible=True)
+            label = f"  {spec.model} seq_len={spec.seq_len} seed={spec.seed}"
+            self.progress.reset(self.steps, total=spec.steps, description=label, visible=True)
 
     def run_step(self, step: int, steps: int, loss: float) -> None:
         if self.progress is not None:
@@ -210,7 +212,9 @@ def compare_command(
         "task"
     ],
     models: Annotated[
-        str, typer.Option("--models", "-m", help=f"Comma-separated models from {', '.join(model_names())}.")
+        str,
+        typer.Option("--models", "-m", help=f"Comma-separated models: {', '.join(model_names())}, or an import "
+                     "path package.module:attr to your own model class, factory or ModelSpec."),
     ] = ",".join(DEFAULTS["models"]),
     seq_lens: Annotated[
         str, typer.Option("--seq-lens", "-T", help="Comma-separated sequence lengths.")
@@ -303,8 +307,8 @@ def compare_command(
     if not (math.isfinite(lr) and lr > 0):
         raise typer.BadParameter(f"must be a positive number, got {lr}", param_hint="--lr")
     lr_grid = _floats(lrs, "--lrs") if lrs is not None else None
-    model_list = _names(models, "--models", model_names())
-    known_backends = sorted({b for m in model_names() for b in model_backends(m)})
+    model_list = _models(models, "--models")
+    known_backends = sorted({"torch", *(b for spec in [*list_models(), *model_list] for b in spec.backends)})
     if backend not in known_backends:
         raise typer.BadParameter(
             f"unknown backend {backend!r}; choose from {', '.join(known_backends)}", param_hint="--backend"
@@ -451,12 +455,13 @@ def gradflow_command(
     """
     from .gradflow import gradflow
 
-    model_list = _names(model, "--model", model_names())
+    model_list = _models(model, "--model")
     if task not in task_names():
         raise typer.BadParameter(
             f"unknown task {task!r}; choose from {', '.join(task_names())}", param_hint="--task"
         )
-    with _stderr.status(f"measuring {', '.join(model_list)} on {task} (T={seq_len}, {steps} training steps)"):
+    names = ", ".join(m.name for m in model_list)
+    with _stderr.status(f"measuring {names} on {task} (T={seq_len}, {steps} training steps)"):
         try:
             result = gradflow(
                 model_list, task, seq_len, width=width, steps=steps, batch_size=batch_size, lr=lr,
@@ -516,8 +521,8 @@ def playground_command(
     """
     from .playground import playground
 
-    model_list = _names(models, "--models", model_names())
-    with _stderr.status(f"training {', '.join(model_list)} on xor-echo (T={seq_len}, {steps} steps)"):
+    model_list = _models(models, "--models")
+    with _stderr.status(f"training {', '.join(m.name for m in model_list)} on xor-echo (T={seq_len}, {steps} steps)"):
         try:
             result = playground(model_list, seq_len, steps=steps, params=params, lr=lr, examples=examples,
                                 seed=seed, out=out, plot=plot)
@@ -543,7 +548,9 @@ def playground_command(
 @app.command("bench")
 def bench_command(
     models: Annotated[
-        str, typer.Option("--models", "-m", help=f"Comma-separated models from {', '.join(model_names())}.")
+        str,
+        typer.Option("--models", "-m", help=f"Comma-separated models: {', '.join(model_names())}, or an import "
+                     "path package.module:attr."),
     ] = ",".join(model_names()),
     backends: Annotated[
         str | None, typer.Option(help="Comma-separated backends to measure (default: every one a model has).")
@@ -585,7 +592,7 @@ def bench_command(
     from .bench import bench, format_bytes, format_seconds, plot_bench, write_json
     from .bench import compare_baselines as measure_goals
 
-    model_list = _names(models, "--models", model_names())
+    model_list = _models(models, "--models")
     mode_list = _names(modes, "--modes", ["forward", "train", "step"])
     lens = _ints(seq_lens, "--seq-lens", 1)
     batches = _ints(batch_sizes, "--batch-sizes", 1)
@@ -675,13 +682,14 @@ def list_command() -> None:
     models = Table(title="models (seqmem.build(name, ...))")
     models.add_column("name")
     models.add_column("description")
-    for name in model_names():
-        models.add_row(name, MODEL_DESCRIPTIONS.get(name, ""))
+    models.add_column("backends")
+    for spec in list_models():
+        models.add_row(spec.name, spec.description, ", ".join(spec.backends))
     tasks = Table(title="tasks (seqmem.tasks.get_task(name, seq_len))")
     tasks.add_column("name")
     tasks.add_column("description")
-    for name in task_names():
-        tasks.add_row(name, TASKS[name].description)
+    for task_spec in list_tasks():
+        tasks.add_row(task_spec.name, task_spec.description)
     console.print(models)
     console.print(tasks)
 

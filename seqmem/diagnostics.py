@@ -49,7 +49,6 @@ from typing import Any, overload
 import torch
 from torch import Tensor, nn
 
-from .gru import GRU
 from .lstm import LSTM
 from .protocol import SequenceModel
 from .rnn import RNN
@@ -76,9 +75,6 @@ Ord = int | str  # 2 or "fro"
 _ORDS = (2, "fro")
 _REDUCTIONS = ("none", "mean", "max")
 # names of the square blocks W_hk stacked in `weight_hh`, in torch.nn order
-_GATE_NAMES: dict[type, tuple[str, ...]] = {RNN: ("h",), LSTM: ("i", "f", "g", "o"), GRU: ("r", "z", "n")}
-
-
 # ---------------------------------------------------------------------------------------------- helpers
 def _name(fn: str, model: Any) -> str:
     return f"{fn}({type(model).__name__})"
@@ -581,8 +577,8 @@ def _square(fn: str, matrix: Tensor) -> Tensor:
 
 
 def _gate_blocks(fn: str, model: Any) -> dict[str, Tensor]:
-    names = next((v for k, v in _GATE_NAMES.items() if isinstance(model, k)), None)
-    if names is None:
+    names = getattr(model, "gate_names", None)  # RNN ("h",), LSTM ("i", "f", "g", "o"), GRU ("r", "z", "n")
+    if names is None or not isinstance(getattr(model, "weight_hh", None), Tensor):
         raise TypeError(
             f"{fn}: expects a square matrix or a seqmem RNN, LSTM or GRU (a model with a recurrent matrix "
             f"weight_hh), got {type(model).__name__}"
@@ -899,7 +895,7 @@ def gradflow_report(
         grads = torch.autograd.grad(loss, params, allow_unused=True) if params and loss.requires_grad else []
     flat = [g.detach().reshape(-1).to(torch.float64) for g in grads if g is not None]
     report["param_grad_norm"] = float(torch.linalg.vector_norm(torch.cat(flat))) if flat else 0.0
-    if isinstance(model, (RNN, LSTM, GRU)):
+    if hasattr(model, "gate_names"):  # a recurrent matrix weight_hh: RNN, LSTM, GRU
         report["jacobian_norm"] = _curve(jacobian_norms(model, x, state, ord, reduction="mean"))
         report["spectral_radius"] = spectral_radius(model)
         report["spectral_norm"] = spectral_norm(model)

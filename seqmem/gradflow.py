@@ -45,7 +45,7 @@ from torch import Tensor
 
 from .diagnostics import gradflow_report, hidden_grad_norms
 from .network import SequenceNetwork, _PreNormResidual
-from .registry import model_names
+from .registry import ModelSpec, resolve_models
 from .tasks import get_task
 from .tasks.base import Batch, Task
 from .train import derive_seed, train
@@ -151,7 +151,7 @@ def _clean(value: Any) -> Any:
 
 
 def gradflow(
-    models: Sequence[str] = ("rnn", "lstm"),
+    models: Sequence[str | ModelSpec] = ("rnn", "lstm"),
     task: str = "xor-echo",
     seq_len: int = 50,
     *,
@@ -175,7 +175,8 @@ def gradflow(
     `seqmem.train.train` and measured again on the same batch.
 
     Args:
-        models: model names, from `seqmem.model_names()`.
+        models: the models: registered names, import paths `module:attr`, `ModelSpec`s or classes
+            (`seqmem.registry.resolve_model`).
         task: a task name.
         seq_len: the sequence length.
         width: the network width (`hidden_size` of a recurrence, `d_model` otherwise).
@@ -197,14 +198,7 @@ def gradflow(
     Raises:
         ValueError: for an unknown model or task, or non-positive sizes.
     """
-    if isinstance(models, str):
-        models = [models]
-    models = list(dict.fromkeys(models))
-    if not models:
-        raise ValueError("gradflow: models must not be empty")
-    for m in models:
-        if m not in model_names():
-            raise ValueError(f"gradflow: unknown model {m!r}; expected one of {model_names()}")
+    specs = {spec.name: spec for spec in resolve_models(models, "gradflow")}
     for name, value in (("seq_len", seq_len), ("width", width), ("batch_size", batch_size),
                         ("measure_batch", measure_batch)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -215,12 +209,12 @@ def gradflow(
     gen = torch.Generator().manual_seed(derive_seed(seed, "gradflow"))
     batch = the_task.sample(measure_batch, gen, split="eval")
     result: dict[str, Any] = {
-        "config": {"models": models, "task": task, "task_config": the_task.config(), "seq_len": seq_len,
+        "config": {"models": list(specs), "task": task, "task_config": the_task.config(), "seq_len": seq_len,
                    "width": width, "steps": steps, "batch_size": batch_size, "lr": lr, "clip": clip,
                    "measure_batch": measure_batch, "seed": seed, "ord": ord},
         "models": {},
     }
-    for m in models:
+    for name, m in specs.items():
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "init"))
             net = SequenceNetwork.for_task(m, the_task, width)
@@ -235,7 +229,7 @@ def gradflow(
                                 eval_batches=2)
                 entry["train"] = trained.to_dict()
                 entry["after"] = network_gradflow(net, the_task, batch, ord=ord)
-        result["models"][m] = entry
+        result["models"][name] = entry
     result = _clean(result)
     if out is not None:
         from .io import _atomic_write
@@ -269,9 +263,9 @@ def plot_gradflow(result: dict[str, Any], path: str | os.PathLike[str]) -> Path 
     Returns:
         The path written, or `None` without matplotlib.
     """
-    from .compare import _figure_class, _save_figure
+    from .plots import figure_class, save_figure
 
-    Figure = _figure_class()
+    Figure = figure_class()
     if Figure is None:
         return None
     cfg = result["config"]
@@ -315,4 +309,4 @@ def plot_gradflow(result: dict[str, Any], path: str | os.PathLike[str]) -> Path 
             ax.legend(fontsize=7)
     fig.suptitle(f"gradient flow: {', '.join(result['models'])}, width {cfg['width']}, "
                  f"{cfg['steps']} training steps (dashed: before, solid: after)")
-    return _save_figure(fig, Path(path))
+    return save_figure(fig, Path(path))

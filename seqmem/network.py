@@ -5,36 +5,39 @@ sequence model only:
 
     tokens (B, T) or features (B, T, I)
       -> embedding: nn.Embedding(vocab_size, width) or nn.Linear(input_size, width)   (B, T, W)
-      -> body:  rnn / lstm / gru:  n_layers stacked layers build(name, W, W)          (default 1)
-                transformer:       build("transformer", W, n_heads, n_layers)         (default 2)
-                mamba / s4d:       n_layers pre-norm residual blocks x + SSM(LN(x))   (default 2)
-      -> LayerNorm(W) (the transformer has its own) -> nn.Linear(W, output_size)       (B, T, O)
+      -> body, as the model's `ModelSpec.stacking` says:
+           "layers"    n_layers stacked layers spec.build(W, W)        (rnn, lstm, gru; default 1)
+           "block"     one module spec.build(W, W, n_layers=n_layers)  (transformer; default 2)
+           "residual"  n_layers pre-norm residual blocks x + model(LN(x))  (mamba, s4d; default 2)
+      -> LayerNorm(W) (a "block" ends with its own) -> nn.Linear(W, output_size)      (B, T, O)
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from ._module import check_choice
 from .protocol import state_nbytes
-from .registry import build, model_names
+from .registry import ModelSpec, resolve_model
 from .tasks.base import Task
+from .transformer.spec import auto_heads
 
 __all__ = ["SequenceNetwork", "Sizing", "auto_heads", "default_layers", "size_for_budget", "width_multiple"]
 
-RECURRENT = ("rnn", "lstm", "gru")
-SSM = ("mamba", "s4d")
-_DEFAULT_LAYERS = {"rnn": 1, "lstm": 1, "gru": 1, "transformer": 2, "mamba": 2, "s4d": 2}
+ModelRef = str | ModelSpec | Callable[..., nn.Module]
+"""A model as commands and `SequenceNetwork` take it: a registered name, an import path `module:attr`,
+a `ModelSpec`, or a class/factory (see `seqmem.registry.resolve_model`)."""
 
 
-def default_layers(model: str) -> int:
-    """The default depth of a network body: 1 for rnn/lstm/gru, 2 for transformer/mamba/s4d.
+def default_layers(model: ModelRef) -> int:
+    """The default depth of a network body (`ModelSpec.default_layers`): 1 for rnn/lstm/gru, 2 for
+    transformer/mamba/s4d.
 
     Args:
-        model: one of `seqmem.model_names()`.
+        model: a model name, import path, spec or class.
 
     Returns:
         The number of layers (recurrent layers, transformer blocks or SSM blocks).
@@ -42,36 +45,11 @@ def default_layers(model: str) -> int:
     Raises:
         ValueError: for an unknown model name.
     """
-    check_choice("model", model, model_names(), "seqmem.network")
-    return _DEFAULT_LAYERS[model]
+    return resolve_model(model, check=False).default_layers
 
 
-def auto_heads(width: int, preferred: int = 4) -> int:
-    """The number of attention heads a transformer of this width gets when none is asked for.
-
-    `preferred` heads if `width` splits into that many heads of even size (rotary embeddings rotate
-    pairs of features), else the largest power of two below it that does, else one head.
-
-    Args:
-        width: the transformer's `d_model`, an even int.
-        preferred: the number of heads wanted.
-
-    Returns:
-        The number of heads.
-
-    Raises:
-        ValueError: if `width` is odd (no head size is even).
-    """
-    if width % 2:
-        raise ValueError(f"a transformer needs an even width (even head size for rotary pairs), got {width}")
-    h = preferred
-    while h > 1 and width % (2 * h):
-        h //= 2
-    return max(h, 1)
-
-
-def width_multiple(model: str, n_heads: int | None = None) -> int:
-    """The widths a model allows are the multiples of this number.
+def width_multiple(model: ModelRef, n_heads: int | None = None) -> int:
+    """The widths a model allows are the multiples of this number (`ModelSpec.width_multiple`).
 
     The transformer needs `width % n_heads == 0` and an even head size (rotary position
     embeddings rotate pairs of features): its widths are multiples of `2 * n_heads`, or any even
@@ -79,7 +57,7 @@ def width_multiple(model: str, n_heads: int | None = None) -> int:
     positive width.
 
     Args:
-        model: one of `seqmem.model_names()`.
+        model: a model name, import path, spec or class.
         n_heads: attention heads (transformer only), or `None` for `auto_heads`.
 
     Returns:
@@ -88,10 +66,7 @@ def width_multiple(model: str, n_heads: int | None = None) -> int:
     Raises:
         ValueError: for an unknown model name.
     """
-    check_choice("model", model, model_names(), "seqmem.network")
-    if model != "transformer":
-        return 1
-    return 2 if n_heads is None else 2 * n_heads
+    return resolve_model(model, check=False).step({} if n_heads is None else {"n_heads": n_heads})
 
 
 class _PreNormResidual(nn.Module):
@@ -118,13 +93,16 @@ class SequenceNetwork(nn.Module):
     """A complete network around one of seqmem's sequence models: embedding, body, head.
 
     Exactly one of `vocab_size` (token inputs, `nn.Embedding`) and `input_size` (real-valued
-    inputs, `nn.Linear`) is given. The body is built with `seqmem.build`; the head is a
-    `LayerNorm` (except after the transformer, which ends with one) and a linear map to
+    inputs, `nn.Linear`) is given. The body is built from the model's `ModelSpec` (stacked as its
+    `stacking` says); the head is a `LayerNorm` (except after a `"block"` such as the transformer,
+    which ends with one) and a linear map to
     `output_size`, applied at every position (a task that scores only the last position reads
     `logits[:, -1]`).
 
     Args:
-        model: one of `seqmem.model_names()`: `rnn, lstm, gru, transformer, mamba, s4d`.
+        model: a registered name (`seqmem.model_names()`: `rnn, lstm, gru, transformer, mamba,
+            s4d`, ...), an import path `module:attr`, a `ModelSpec` or a model class
+            (`seqmem.registry.resolve_model`).
         width: the model dimension `W` (`hidden_size` of a recurrence, `d_model` otherwise).
         output_size: number of outputs per position (classes, or regression targets).
         vocab_size: number of input tokens, for token inputs.
@@ -137,6 +115,8 @@ class SequenceNetwork(nn.Module):
             `forget_bias=2.0`, `backend="numba"`).
 
     Attributes:
+        spec: the model's `ModelSpec`.
+        model: its name (part of `config()`).
         model_kwargs: the model constructor arguments given (part of `config()`).
         embed: `nn.Embedding(vocab_size, W)` or `nn.Linear(input_size, W)`.
         layers: `nn.ModuleList` of the body's layers (one `CausalTransformer` for `transformer`).
@@ -145,8 +125,8 @@ class SequenceNetwork(nn.Module):
 
     Raises:
         ValueError: for an unknown model, a non-positive size, both or neither of
-            `vocab_size`/`input_size`, or a transformer width that is odd or not a multiple of
-            `2 * n_heads`.
+            `vocab_size`/`input_size`, or a width off the model's grid (a transformer width that is
+            odd or not a multiple of `2 * n_heads`).
 
     References:
         Gu, A. & Dao, T. (2023). Mamba: linear-time sequence modeling with selective state spaces,
@@ -163,7 +143,7 @@ class SequenceNetwork(nn.Module):
 
     def __init__(
         self,
-        model: str,
+        model: ModelRef,
         width: int,
         *,
         output_size: int,
@@ -174,8 +154,8 @@ class SequenceNetwork(nn.Module):
         **model_kwargs: Any,
     ) -> None:
         super().__init__()
-        check_choice("model", model, model_names(), "SequenceNetwork")
-        n_layers = default_layers(model) if n_layers is None else n_layers
+        spec = resolve_model(model, check=False)
+        n_layers = spec.default_layers if n_layers is None else n_layers
         sizes = {"width": width, "output_size": output_size, "n_layers": n_layers}
         if n_heads is not None:
             sizes["n_heads"] = n_heads
@@ -190,16 +170,16 @@ class SequenceNetwork(nn.Module):
         for key, value in (("vocab_size", vocab_size), ("input_size", input_size)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"SequenceNetwork: {key} must be a positive int, got {value!r}")
-        step = width_multiple(model, n_heads)
-        if width % step:
-            raise ValueError(
-                f"SequenceNetwork: a transformer needs a width divisible by {step} "
-                f"(n_heads={n_heads}, and an even head size for rotary embeddings), got width={width}"
-            )
-        if model == "transformer" and n_heads is None:
-            n_heads = auto_heads(width)
-        self.n_heads = n_heads if model == "transformer" else None
-        self.model = model
+        given = dict(model_kwargs)
+        if n_heads is not None:
+            given["n_heads"] = n_heads
+        try:
+            kwargs = spec.model_kwargs(width, given)  # checks the width against the grid (transformer heads)
+        except ValueError as e:
+            raise ValueError(f"SequenceNetwork: {e}") from None
+        self.spec = spec
+        self.model = spec.name
+        self.n_heads = kwargs.get("n_heads")
         self.width = width
         self.n_layers = n_layers
         self.vocab_size = vocab_size
@@ -210,23 +190,23 @@ class SequenceNetwork(nn.Module):
         self.embed: nn.Module = nn.Embedding(vocab_size, width) if vocab_size is not None else nn.Linear(
             input_size, width  # type: ignore[arg-type]
         )
-        if model in RECURRENT:
-            layers: list[nn.Module] = [build(model, width, width, **model_kwargs) for _ in range(n_layers)]
-        elif model == "transformer":
-            layers = [build(model, width, n_heads=n_heads, n_layers=n_layers, **model_kwargs)]
-        else:
-            layers = [_PreNormResidual(build(model, width, **model_kwargs), width) for _ in range(n_layers)]
+        if spec.stacking == "layers":
+            layers: list[nn.Module] = [spec.build(width, width, **given) for _ in range(n_layers)]
+        elif spec.stacking == "block":
+            layers = [spec.build(width, width, n_layers=n_layers, **given)]
+        else:  # "residual"
+            layers = [_PreNormResidual(spec.build(width, width, **given), width) for _ in range(n_layers)]
         self.layers = nn.ModuleList(layers)
-        # the transformer closes its stack with a LayerNorm of its own (norm_out)
-        self.norm: nn.Module = nn.Identity() if model == "transformer" else nn.LayerNorm(width)
+        # a "block" (the transformer) closes its stack with a LayerNorm of its own
+        self.norm: nn.Module = nn.Identity() if spec.stacking == "block" else nn.LayerNorm(width)
         self.head = nn.Linear(width, output_size)
 
     @classmethod
-    def for_task(cls, model: str, task: Task, width: int, **kwargs: Any) -> SequenceNetwork:
+    def for_task(cls, model: ModelRef, task: Task, width: int, **kwargs: Any) -> SequenceNetwork:
         """A network whose input and output sizes fit `task`.
 
         Args:
-            model: one of `seqmem.model_names()`.
+            model: a model name, import path, `ModelSpec` or class (as the constructor).
             task: the task (its `vocab_size` or `input_size`, and `output_size`, are used).
             width: the model dimension.
             **kwargs: `n_layers`, `n_heads` and model constructor arguments.
@@ -391,24 +371,24 @@ class Sizing(NamedTuple):
     params: int
 
 
-def _count(model: str, task: Task, width: int, kwargs: dict[str, Any]) -> int:
+def _count(model: ModelSpec, task: Task, width: int, kwargs: dict[str, Any]) -> int:
     # built for real (the meta device would import torch._dynamo, seconds), with the caller's RNG kept
     with torch.random.fork_rng(devices=[]):
         return SequenceNetwork.for_task(model, task, width, **kwargs).num_parameters()
 
 
 def size_for_budget(
-    model: str, params: int, task: Task, *, tolerance: float = 0.1, max_width: int = 8192, **kwargs: Any
+    model: ModelRef, params: int, task: Task, *, tolerance: float = 0.1, max_width: int = 8192, **kwargs: Any
 ) -> Sizing:
     """Choose the width that brings a network's parameter count closest to a budget.
 
     The count (embedding and head included) grows with the width, so doubling and then bisecting
-    over the allowed widths (multiples of `width_multiple(model)`) finds the two widths around the
+    over the allowed widths (multiples of the spec's `width_multiple`) finds the two widths around the
     budget; the closer one is returned if it is within `tolerance` of the budget. The candidate
     networks are built and counted (torch's global random state is left as it was).
 
     Args:
-        model: one of `seqmem.model_names()`.
+        model: a model name, import path, `ModelSpec` or class (as `SequenceNetwork`).
         params: the parameter budget, a positive int.
         task: the task the network is for (its input and output sizes count).
         tolerance: the largest relative distance `|count - params| / params` accepted.
@@ -428,19 +408,19 @@ def size_for_budget(
         >>> size_for_budget("lstm", 20_000, get_task("xor-echo", seq_len=10))
         Sizing(width=49, params=19994)
     """
-    check_choice("model", model, model_names(), "size_for_budget")
+    spec = resolve_model(model, check=False)
     if isinstance(params, bool) or not isinstance(params, int) or params < 1:
         raise ValueError(f"size_for_budget: params must be a positive int, got {params!r}")
     n_heads = kwargs.get("n_heads")
     if n_heads is not None and (isinstance(n_heads, bool) or not isinstance(n_heads, int) or n_heads < 1):
         raise ValueError(f"size_for_budget: n_heads must be a positive int or None, got {n_heads!r}")
-    step = width_multiple(model, n_heads)
+    step = spec.step(kwargs)
     limit = max(1, max_width // step)  # widths are k * step, k in 1 .. limit
     counts: dict[int, int] = {}
 
     def count(k: int) -> int:
         if k not in counts:
-            counts[k] = _count(model, task, k * step, kwargs)
+            counts[k] = _count(spec, task, k * step, kwargs)
         return counts[k]
 
     lo = hi = 1
@@ -463,7 +443,7 @@ def size_for_budget(
         near = ", ".join(f"width {k * step}: {count(k)}" for k in sorted({lo, hi}))
         hint = " (the budget is too small for this task)" if best == 1 and got > params else ""
         raise ValueError(
-            f"size_for_budget: no {model} network for task {task.name!r} has {params} parameters within "
+            f"size_for_budget: no {spec.name} network for task {task.name!r} has {params} parameters within "
             f"{tolerance:.0%}{hint}; closest: {near}"
         )
     return Sizing(width, got)

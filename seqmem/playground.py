@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from .network import SequenceNetwork, size_for_budget
-from .registry import model_names
+from .registry import ModelSpec, resolve_models
 from .tasks import get_task
 from .train import derive_seed, train
 
@@ -68,7 +68,7 @@ def confidence_trace(network: SequenceNetwork, x: Tensor, label: int | Tensor) -
 
 
 def playground(
-    models: Sequence[str] = ("rnn", "lstm"),
+    models: Sequence[str | ModelSpec] = ("rnn", "lstm"),
     seq_len: int = 20,
     *,
     steps: int = 400,
@@ -88,7 +88,8 @@ def playground(
     and 0) are fed to each with `confidence_trace`.
 
     Args:
-        models: model names (default: the Elman RNN and the LSTM).
+        models: the models (names, import paths, `ModelSpec`s or classes; default: the Elman RNN
+            and the LSTM).
         seq_len: string length.
         steps: training steps per model.
         params: parameter budget per network.
@@ -107,12 +108,7 @@ def playground(
     Raises:
         ValueError: for an unknown model or bad sizes.
     """
-    if isinstance(models, str):
-        models = [models]
-    models = list(dict.fromkeys(models))
-    for m in models:
-        if m not in model_names():
-            raise ValueError(f"playground: unknown model {m!r}; expected one of {model_names()}")
+    specs = resolve_models(models, "playground")
     if isinstance(examples, bool) or not isinstance(examples, int) or examples < 1:
         raise ValueError(f"playground: examples must be a positive int, got {examples!r}")
     task = get_task("xor-echo", seq_len=seq_len, alphabet=alphabet)
@@ -122,22 +118,22 @@ def playground(
     neg = [i for i in range(pool.y.shape[0]) if int(pool.y[i]) == 0]
     picks = [(pos if k % 2 == 0 else neg)[k // 2] for k in range(examples)]
     result: dict[str, Any] = {
-        "config": {"models": models, "seq_len": seq_len, "steps": steps, "params": params, "lr": lr,
+        "config": {"models": [m.name for m in specs], "seq_len": seq_len, "steps": steps, "params": params, "lr": lr,
                    "batch_size": batch_size, "seed": seed, "alphabet": alphabet},
         "models": {},
         "examples": [
             {"tokens": pool.x[i].tolist(), "label": int(pool.y[i]), "confidence": {}} for i in picks
         ],
     }
-    for m in models:
+    for m in specs:
         width = size_for_budget(m, params, task).width
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "init"))
             net = SequenceNetwork.for_task(m, task, width)
             trained = train(net, task, steps, batch_size=batch_size, lr=lr, seed=seed, eval_batches=2)
-        result["models"][m] = {"accuracy": trained.metric, "params": net.num_parameters(), "width": width}
+        result["models"][m.name] = {"accuracy": trained.metric, "params": net.num_parameters(), "width": width}
         for ex, i in zip(result["examples"], picks, strict=True):
-            ex["confidence"][m] = confidence_trace(net, pool.x[i], int(pool.y[i]))
+            ex["confidence"][m.name] = confidence_trace(net, pool.x[i], int(pool.y[i]))
     if out is not None:
         from .io import _atomic_write
 
@@ -158,9 +154,9 @@ def plot_playground(result: dict[str, Any], path: str | os.PathLike[str]) -> Pat
     Returns:
         The path written, or `None` without matplotlib.
     """
-    from .compare import _figure_class, _save_figure
+    from .plots import figure_class, save_figure
 
-    Figure = _figure_class()
+    Figure = figure_class()
     if Figure is None:
         return None
     exs = result["examples"]
@@ -183,4 +179,4 @@ def plot_playground(result: dict[str, Any], path: str | os.PathLike[str]) -> Pat
         ax.legend(fontsize=7, loc="lower left")
     axes[-1].set_xlabel("input symbol (prefix read so far)")
     fig.suptitle(f"xor-echo, seq_len {result['config']['seq_len']}: confidence token by token")
-    return _save_figure(fig, Path(path))
+    return save_figure(fig, Path(path))

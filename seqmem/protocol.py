@@ -175,13 +175,14 @@ def state_nbytes(state: Any) -> int:
     transformer's KV cache.
 
     Args:
-        state: a state (`NamedTuple` of tensors, possibly nested), or a tensor.
+        state: a state: a tensor, or any nesting of tuples (`NamedTuple`s), lists and dicts of
+            tensors; `None` (a stateless model) counts 0.
 
     Returns:
         The total `numel * element_size` over its tensors, in bytes.
 
     Raises:
-        TypeError: if `state` holds something that is neither a tensor nor a tuple of them.
+        TypeError: if `state` holds something that is neither a tensor nor a container of them.
 
     Example:
         >>> import seqmem
@@ -191,9 +192,15 @@ def state_nbytes(state: Any) -> int:
     """
     if isinstance(state, Tensor):
         return state.numel() * state.element_size()
-    if isinstance(state, tuple):
+    if state is None:
+        return 0
+    if isinstance(state, (tuple, list)):
         return sum(state_nbytes(s) for s in state)
-    raise TypeError(f"a state must be a tensor or a (named) tuple of tensors, got {type(state).__name__}")
+    if isinstance(state, dict):
+        return sum(state_nbytes(s) for s in state.values())
+    raise TypeError(
+        f"a state must be a tensor, None, or a tuple, list or dict of them, got {type(state).__name__}"
+    )
 
 
 @runtime_checkable

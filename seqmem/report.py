@@ -22,16 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .compare import (
-    LOG_SCALE_METRICS,
-    RESULTS_FILE,
-    _figure_class,
-    _save_figure,
-    best_per_cell,
-    plot_results,
-    read_results,
-    summarize,
-)
+from .plots import LOG_SCALE_METRICS, figure_class, plot_results, save_figure
+from .results import RESULTS_FILE, read_results
+from .summary import best_per_cell, summarize
 
 __all__ = [
     "REPORT_FILE",
@@ -180,7 +173,7 @@ def plot_metric_vs(records: Sequence[dict[str, Any]], path: str | os.PathLike[st
     """
     if x not in _X_AXES:
         raise ValueError(f"plot_metric_vs: x must be one of {list(_X_AXES)}, got {x!r}")
-    Figure = _figure_class()
+    Figure = figure_class()
     if Figure is not None:
         from matplotlib.ticker import NullLocator
     rows = [r for r in best_per_cell(summarize(records)) if r["mean"] is not None and r.get(x)]
@@ -230,7 +223,7 @@ def plot_metric_vs(records: Sequence[dict[str, Any]], path: str | os.PathLike[st
     axes[0][0].set_ylabel(rows[0]["metric"].replace("_", " "))
     fig.legend(loc="outside right upper")
     fig.suptitle(f"{records[0].get('task')}: {rows[0]['metric'].replace('_', ' ')} vs {_X_AXES[x]}")
-    return _save_figure(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def _settings(records: Sequence[dict[str, Any]]) -> list[str]:

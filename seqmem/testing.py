@@ -55,7 +55,7 @@ except ImportError as err:  # pragma: no cover - exercised only without hypothes
     ) from err
 
 from .protocol import state_nbytes
-from .registry import build, model_names
+from .registry import build, model_names, model_spec
 
 __all__ = [
     "BACKEND_PARITY",
@@ -1555,8 +1555,9 @@ class ModelConfig(Mapping[str, Any]):
 
     @property
     def input_size(self) -> int:
-        """Number of input features of the model it builds (`input_size` or `d_model`)."""
-        return int(self._kwargs.get("input_size", self._kwargs.get("d_model")))
+        """Number of input features of the model it builds (its spec's input argument, else its width)."""
+        spec = model_spec(self.family)
+        return int(self._kwargs[spec.input_arg or spec.width_arg])
 
     def build(
         self,
@@ -1694,6 +1695,8 @@ def _sizes(max_size: int) -> st.SearchStrategy[int]:
 def model_configs(family: str | None = None, *, max_size: int = 8) -> st.SearchStrategy[ModelConfig]:
     """Constructor arguments of seqmem's models: small sizes and every variant flag.
 
+    What is drawn comes from the family's `ModelSpec.configs` (its folder's `spec.py`):
+
     | family | drawn |
     | --- | --- |
     | `rnn` | `input_size`, `hidden_size`, `nonlinearity` (tanh, relu), `bias` |
@@ -1701,12 +1704,13 @@ def model_configs(family: str | None = None, *, max_size: int = 8) -> st.SearchS
     | `gru` | `input_size`, `hidden_size`, `bias`, `reset_after` |
     | `transformer` | `n_heads`, `d_model` (even head size), `n_layers`, `mlp_ratio`, `bias`, `rope_base` |
     | `mamba`, `s4d` | `d_model`, `d_state`, `d_conv` (1-4), `expand` (1-2), `dt_rank`, `bias`, `conv_bias` |
+    | a registered model without `configs` | its width (on its grid) and input size |
 
     Sizes shrink towards 1 and flags towards `False`, so a failure shrinks to the smallest model
     that shows it.
 
     Args:
-        family: one of `seqmem.model_names()`, or `None` to draw the family too.
+        family: one of `seqmem.model_names()` (any registered model), or `None` to draw the family too.
         max_size: the largest size drawn (`input_size`, `hidden_size`, `d_model`, `d_state`).
 
     Returns:
@@ -1734,69 +1738,13 @@ def model_configs(family: str | None = None, *, max_size: int = 8) -> st.SearchS
         return st.sampled_from(model_names()).flatmap(lambda f: model_configs(f, max_size=max_size))
     if family not in model_names():
         raise ValueError(f"model_configs: unknown model family {family!r}; expected one of {model_names()}")
-    size = _sizes(max_size)
-    if family == "rnn":
-        return st.builds(
-            lambda i, h, relu, bias: ModelConfig(
-                "rnn", input_size=i, hidden_size=h, nonlinearity="relu" if relu else "tanh", bias=bias
-            ),
-            size,
-            size,
-            st.booleans(),
-            st.booleans(),
-        )
-    if family == "lstm":
-        return st.builds(
-            lambda i, h, bias, fb, peep: ModelConfig(
-                "lstm", input_size=i, hidden_size=h, bias=bias, forget_bias=fb, peephole=peep
-            ),
-            size,
-            size,
-            st.booleans(),
-            st.sampled_from([1.0, 0.0, 2.0]),
-            st.booleans(),
-        )
-    if family == "gru":
-        return st.builds(
-            lambda i, h, bias, ra: ModelConfig(
-                "gru", input_size=i, hidden_size=h, bias=bias, reset_after=not ra
-            ),
-            size,
-            size,
-            st.booleans(),
-            st.booleans(),
-        )
-    if family == "transformer":
-
-        @st.composite
-        def transformer(draw_: Callable[[st.SearchStrategy[Any]], Any]) -> ModelConfig:
-            n_heads = draw_(st.integers(1, min(3, max_size // 2)))
-            head_dims = [d for d in (2, 4) if n_heads * d <= max_size]
-            head_dim = draw_(st.sampled_from(head_dims))
-            return ModelConfig(
-                "transformer",
-                d_model=n_heads * head_dim,
-                n_heads=n_heads,
-                n_layers=draw_(st.integers(1, 2)),
-                mlp_ratio=draw_(st.integers(1, 2)),
-                bias=not draw_(st.booleans()),
-                rope_base=draw_(st.sampled_from([10000.0, 10.0])),
-            )
-
-        return transformer()
-
-    @st.composite
-    def ssm(draw_: Callable[[st.SearchStrategy[Any]], Any]) -> ModelConfig:
-        kwargs: dict[str, Any] = {
-            "d_model": draw_(size),
-            "d_state": draw_(size),
-            "d_conv": draw_(st.integers(1, 4)),
-            "expand": draw_(st.integers(1, 2)),
-        }
-        if family == "mamba":
-            kwargs["dt_rank"] = draw_(st.one_of(st.just("auto"), st.integers(1, 3)))
-        kwargs["bias"] = draw_(st.booleans())
-        kwargs["conv_bias"] = not draw_(st.booleans())
-        return ModelConfig(family, **kwargs)
-
-    return ssm()
+    spec = model_spec(family)
+    if spec.configs is not None:
+        kwargs = spec.configs(max_size)
+    else:  # sizes only: the width on its grid, and the input size where the model takes one
+        step = spec.step()
+        fields = {spec.width_arg: st.integers(1, max(1, max_size // step)).map(lambda k: k * step)}
+        if spec.input_arg is not None:
+            fields[spec.input_arg] = _sizes(max_size)
+        kwargs = st.fixed_dictionaries(fields)
+    return kwargs.map(lambda kw: ModelConfig(family, **kw))

@@ -43,13 +43,8 @@ def warm_numba_kernels() -> None:
 
     import seqmem
 
-    variants = [
-        *(seqmem.RNN(3, 4, nonlinearity=n, bias=b) for n, b in itertools.product(("tanh", "relu"), (True, False))),
-        *(seqmem.LSTM(3, 4, peephole=p, bias=b) for p, b in itertools.product((False, True), (True, False))),
-        *(seqmem.GRU(3, 4, reset_after=r, bias=b) for r, b in itertools.product((True, False), (True, False))),
-        seqmem.SelectiveSSM(3, d_state=2),
-        seqmem.SelectiveSSM(3, d_state=2, selective=False),
-    ]
+    variants = [spec.build(spec.step() * 4, spec.step() * 4, **kwargs)
+                for spec in seqmem.list_models() if "numba" in spec.backends for kwargs in spec.kernel_variants]
     for model, dtype in itertools.product(variants, (torch.float32, torch.float64)):
         model = model.to(dtype)
         model.backend = "numba"

@@ -60,7 +60,7 @@ def test_version():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--models", "rnn,elman"], "unknown name 'elman'"),
+    (["--models", "rnn,elman"], "unknown model 'elman'"),
     (["--task", "sudoku"], "unknown task 'sudoku'"),
     (["--seq-lens", "5,x"], "'x' is not an integer"),
     (["--seq-lens", "0"], "below the minimum"),

@@ -59,7 +59,7 @@ def test_gradflow_before_training_only(tmp_path):
     entry = json.loads((tmp_path / "gradflow.json").read_text())["models"]["gru"]
     assert entry["after"] is None and entry["train"] is None and not (tmp_path / "gradflow.png").exists()
     res = runner.invoke(app, ["gradflow", "--model", "elman", "--out", str(tmp_path)])
-    assert res.exit_code == 2 and "unknown name 'elman'" in res.output
+    assert res.exit_code == 2 and "unknown model 'elman'" in res.output
 
 
 def test_task_loss_gradient_matches_a_step_by_step_reference():

@@ -16,9 +16,11 @@ import torch
 from typer.testing import CliRunner
 
 from seqmem.cli import app
-from seqmem.compare import SweepError, _sweep_lock, best_per_cell, compare, read_results, run_id, summarize
+from seqmem.compare import SweepError, best_per_cell, compare, read_results, run_id, summarize
+from seqmem.results import sweep_lock
 
 compare_mod = importlib.import_module("seqmem.compare")  # the module (seqmem.compare is also the function)
+runs_mod = importlib.import_module("seqmem.runs")  # where execute_run calls train
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"steps": 4, "params": 1500, "batch_size": 8, "eval_batches": 1}
 VOLATILE = {"wall_s", "cpu_s", "finished"}  # timings differ from run to run; nothing else may
@@ -60,27 +62,27 @@ def test_inline_and_process_pool_give_the_same_records_and_record_nan_with_its_s
 
 
 def test_a_run_that_raises_is_not_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    real_train = compare_mod.train
+    real_train = runs_mod.train
 
     def flaky(net, task, *args, **kwargs):
         if net.model == "gru":
             raise RuntimeError("out of memory (simulated)")
         return real_train(net, task, *args, **kwargs)
 
-    monkeypatch.setattr(compare_mod, "train", flaky)
+    monkeypatch.setattr(runs_mod, "train", flaky)
     args = dict(task="xor-echo", models=["rnn", "gru", "lstm"], seq_lens=[3], out=tmp_path, plot=False, **TINY)
     with pytest.raises(SweepError, match="1 run of the sweep failed") as info:
         compare(**args)
     assert [r["model"] for r in info.value.records] == ["rnn", "lstm"]
     assert [r["model"] for r in read_results(tmp_path)] == ["rnn", "lstm"]
-    monkeypatch.setattr(compare_mod, "train", real_train)
+    monkeypatch.setattr(runs_mod, "train", real_train)
     again = compare(**args)  # retries the failed run only
     assert [r["model"] for r in again] == ["rnn", "gru", "lstm"]
     assert [r["model"] for r in read_results(tmp_path)] == ["rnn", "lstm", "gru"]
 
 
 def test_a_second_sweep_on_the_same_folder_is_refused(tmp_path):
-    with _sweep_lock(tmp_path), pytest.raises(RuntimeError, match="another sweep"):
+    with sweep_lock(tmp_path), pytest.raises(RuntimeError, match="another sweep"):
         compare("xor-echo", ["rnn"], [3], out=tmp_path, plot=False, **TINY)
     compare("xor-echo", ["rnn"], [3], out=tmp_path, plot=False, **TINY)  # the lock is released
 
@@ -237,7 +239,7 @@ def test_report_renders_from_results_without_training(tmp_path, monkeypatch):
         raise AssertionError("seqmem report must not train")
 
     monkeypatch.setattr(importlib.import_module("seqmem.train"), "train", no_training)
-    monkeypatch.setattr(compare_mod, "train", no_training)
+    monkeypatch.setattr(runs_mod, "train", no_training)
     monkeypatch.setattr(compare_mod, "execute_run", no_training)
     res = runner.invoke(app, ["report", str(tmp_path)])
     assert res.exit_code == 0, res.output
@@ -288,8 +290,9 @@ def test_an_mse_is_printed_with_significant_digits_and_plotted_on_a_log_axis(mon
     table = markdown_table(recs)
     assert "| rnn | 6 | 2.5e-05 |" in table and "| rnn | 12 | 0.16 |" in table
     figures = []
-    for mod in (compare_mod, report_mod):
-        monkeypatch.setattr(mod, "_save_figure", lambda fig, path: figures.append(fig) or path)
+    plots_mod = importlib.import_module("seqmem.plots")
+    for mod in (plots_mod, report_mod):
+        monkeypatch.setattr(mod, "save_figure", lambda fig, path: figures.append(fig) or path)
     compare_mod.plot_results(recs, tmp_path / "a.png")
     report_mod.plot_metric_vs(recs, tmp_path / "b.png", "params")
     assert [fig.axes[0].get_yscale() for fig in figures] == ["log", "log"]
@@ -297,3 +300,25 @@ def test_an_mse_is_printed_with_significant_digits_and_plotted_on_a_log_axis(mon
     acc = compare("xor-echo", ["rnn"], [6], **TINY)
     compare_mod.plot_results(acc, tmp_path / "c.png")
     assert figures[0].axes[0].get_yscale() == "linear"
+
+
+def test_a_results_file_written_before_runspec_keeps_resuming_and_reporting(tmp_path, monkeypatch):
+    """`tests/data/results_before_runspec.jsonl` was written by seqmem 0.1.0 before runs became `RunSpec`s
+    (two sweeps: an lr grid over two models, two lengths and two seeds; and one with truncated BPTT)."""
+    import shutil
+
+    shutil.copy(Path(__file__).parent / "data" / "results_before_runspec.jsonl", tmp_path / "results.jsonl")
+    before = (tmp_path / "results.jsonl").read_bytes()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("every run of these sweeps is in the file already")
+
+    monkeypatch.setattr(compare_mod, "execute_run", no_training)
+    tiny = {"steps": 3, "params": 2000, "eval_batches": 1, "out": tmp_path, "plot": False}
+    grid = compare("xor-echo", ["rnn", "gru"], [4, 6], [0, 1], lrs=[1e-2, 3e-3], **tiny)
+    trunc = compare("adding", ["lstm"], [5], [0], tbptt=2, **tiny)
+    assert len(grid) == 16 and len(trunc) == 1 and trunc[0]["tbptt"] == 2
+    assert (tmp_path / "results.jsonl").read_bytes() == before  # nothing appended, nothing rewritten
+    res = runner.invoke(app, ["report", str(tmp_path), "--no-plot"])
+    assert res.exit_code == 0, res.output
+    assert "| gru |" in (tmp_path / "report.md").read_text()

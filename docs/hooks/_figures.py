@@ -197,7 +197,7 @@ def attention() -> bytes:
     ts = [8, 32, 128, 512]
     for k, name in enumerate(seqmem.model_names()):
         torch.manual_seed(4)
-        model = seqmem.build(name, W, W) if name in ("rnn", "lstm", "gru") else seqmem.build(name, W)
+        model = seqmem.model_spec(name).build(W, W)
         sizes = []
         with torch.no_grad():
             for t in ts:

@@ -294,19 +294,25 @@ def bench_plot_marker(args: dict[str, str], **_: Any) -> str:
     return _generated.get("bench", "")
 
 
+def _torch_twin(model: str, mode: str) -> str:
+    """The bench label of a model's torch.nn twin (`torch.nn.LSTMCell` for the step), or "" if it has none."""
+    import seqmem
+
+    twins = seqmem.model_spec(model).torch_equivalents if model in seqmem.model_names() else ()
+    return f"torch.nn.{twins[1 if mode == 'step' else 0].__name__}" if twins else ""
+
+
 def speedups_marker(args: dict[str, str], **_: Any) -> str:
     records, cmd = _bench_records(args)
     if records is None:
         return cmd
     by_key = {(r["model"], r["backend"], r["mode"], r["batch_size"], r["seq_len"]): r for r in records}
-    base_name = {"rnn": "torch.nn.RNN", "lstm": "torch.nn.LSTM", "gru": "torch.nn.GRU"}
     rows = []
     for (model, backend, mode, B, T), r in by_key.items():
         if backend != "numba":
             continue
         ref = by_key.get((model, "torch", mode, B, T))
-        cell = {"step": base_name.get(model, "").replace("RNN", "RNNCell").replace("LSTM", "LSTMCell")
-                .replace("GRU", "GRUCell")}.get(mode, base_name.get(model, ""))
+        cell = _torch_twin(model, mode)
         base = by_key.get((cell, "oneDNN", mode, B, T))
         vs_ref = f"{ref['median_s'] / r['median_s']:.1f}×" if ref else "-"
         vs_base = f"{base['median_s'] / r['median_s']:.2f}×" if base else "-"

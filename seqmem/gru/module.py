@@ -50,6 +50,7 @@ class GRU(RecurrentBase):
     state_type = GRUState
     backends = ("torch", "numba")
     num_gates = 3
+    gate_names = ("r", "z", "n")  # the blocks of weight_ih / weight_hh, in torch.nn order
     torch_classes = (nn.GRU, nn.GRUCell)
 
     def __init__(

@@ -55,6 +55,7 @@ class LSTM(RecurrentBase):
     state_type = LSTMState
     backends = ("torch", "numba")
     num_gates = 4
+    gate_names = ("i", "f", "g", "o")  # the blocks of weight_ih / weight_hh, in torch.nn order
     torch_classes = (nn.LSTM, nn.LSTMCell)
 
     def __init__(

@@ -50,6 +50,7 @@ class RNN(RecurrentBase):
     state_type = RNNState
     backends = ("torch", "numba")
     num_gates = 1
+    gate_names = ("h",)  # the blocks of weight_ih / weight_hh, in torch.nn order
     torch_classes = (nn.RNN, nn.RNNCell)
 
     def __init__(

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._module import check_choice
+from ..registry import TaskSpec, list_tasks, task_spec
 from .adding import Adding
 from .base import Batch, BatchScore, Task
 from .copy import Copy, SelectiveCopy
@@ -37,7 +37,7 @@ from .text import CharText, default_corpus
 from .xor_echo import XorEcho
 
 __all__ = [
-    "TASKS",
+    "BUILTIN_TASKS",
     "Adding",
     "AssocRecall",
     "Batch",
@@ -55,23 +55,16 @@ __all__ = [
     "task_names",
 ]
 
-TASKS: dict[str, type[Task]] = {
-    XorEcho.name: XorEcho,
-    CharText.name: CharText,
-    Adding.name: Adding,
-    Copy.name: Copy,
-    SelectiveCopy.name: SelectiveCopy,
-    Induction.name: Induction,
-    AssocRecall.name: AssocRecall,
-    Digits.name: Digits,
-    JapaneseVowels.name: JapaneseVowels,
-}
-"""Task name -> class."""
+BUILTIN_TASKS = tuple(
+    TaskSpec(cls.name, cls)
+    for cls in (XorEcho, CharText, Adding, Copy, SelectiveCopy, Induction, AssocRecall, Digits, JapaneseVowels)
+)
+"""The built-in tasks' specs, in the order `seqmem list` shows them."""
 
 
 def task_names() -> list[str]:
-    """The names `get_task` accepts, e.g. `["xor-echo", "text"]`."""
-    return list(TASKS)
+    """The names `get_task` accepts: the built-in tasks and any registered since (`seqmem.register_task`)."""
+    return [spec.name for spec in list_tasks()]
 
 
 def get_task(name: str, seq_len: int, **kwargs: Any) -> Task:
@@ -92,5 +85,4 @@ def get_task(name: str, seq_len: int, **kwargs: Any) -> Task:
         TypeError: for an option the task does not take.
         ImportError: for `digits` or `vowels` without the `data` extra (`pip install "seqmem[data]"`).
     """
-    check_choice("task", name, task_names(), "seqmem.tasks.get_task")
-    return TASKS[name](seq_len, **kwargs)
+    return task_spec(name).factory(seq_len, **kwargs)
