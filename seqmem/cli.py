@@ -407,8 +407,14 @@ def report_command(
         by_task.setdefault(str(rec.get("task")), []).append(rec)
     for name, recs in by_task.items():
         _stdout().print(results_table(recs, title=f"seqmem report: {name} ({len(recs)} runs)"))
+    import warnings
+
+    from .results import ResultsWarning
+
     try:
-        path = write_report(run_dir, out, plot=plot)
+        with warnings.catch_warnings():  # the skipped lines were named above
+            warnings.simplefilter("ignore", ResultsWarning)
+            path = write_report(run_dir, out, plot=plot)
     except (OSError, ValueError) as e:
         raise _fail(str(e)) from None
     _stderr.print(f"report: {path}", highlight=False)
@@ -709,6 +715,13 @@ def _main(
     """How does a network remember a sequence? RNN, LSTM, GRU, attention and selective SSMs, side by side."""
 
 
+def _format_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+    return f"seqmem: warning: {message}\n"
+
+
 def main() -> None:
-    """Entry point of the `seqmem` command."""
+    """Entry point of the `seqmem` command (warnings print as one plain `seqmem: warning:` paragraph)."""
+    import warnings
+
+    warnings.formatwarning = _format_warning
     app()
