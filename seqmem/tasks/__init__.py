@@ -11,6 +11,7 @@
 | `assoc-recall` | `AssocRecall(seq_len, num_kv_pairs=8, vocab_size=64)` | accuracy per query |
 | `digits` | `Digits(seq_len, layout=None)`: seq_len 64 (pixels) or 8 (rows) | accuracy |
 | `vowels` | `JapaneseVowels(seq_len)` | accuracy |
+| `data` | `ArrayTask(seq_len, path)`: your `.npz` file, or `from_arrays(x, y, ...)` | accuracy or mse |
 
 `digits` and `vowels` read data sets that ship inside scikit-learn and sktime: install the extra
 with `pip install "seqmem[data]"` (building them without it raises an `ImportError` saying so).
@@ -29,6 +30,7 @@ from typing import Any
 
 from .._module import check_choice
 from .adding import Adding
+from .arrays import ArrayTask, from_arrays
 from .base import Batch, BatchScore, Task
 from .copy import Copy, SelectiveCopy
 from .datasets import Digits, JapaneseVowels
@@ -39,6 +41,7 @@ from .xor_echo import XorEcho
 __all__ = [
     "TASKS",
     "Adding",
+    "ArrayTask",
     "AssocRecall",
     "Batch",
     "BatchScore",
@@ -51,6 +54,7 @@ __all__ = [
     "Task",
     "XorEcho",
     "default_corpus",
+    "from_arrays",
     "get_task",
     "task_names",
 ]
@@ -65,6 +69,7 @@ TASKS: dict[str, type[Task]] = {
     AssocRecall.name: AssocRecall,
     Digits.name: Digits,
     JapaneseVowels.name: JapaneseVowels,
+    ArrayTask.name: ArrayTask,
 }
 """Task name -> class."""
 
@@ -81,7 +86,7 @@ def get_task(name: str, seq_len: int, **kwargs: Any) -> Task:
         name: one of `task_names()`.
         seq_len: length of every sequence.
         **kwargs: the task's options (e.g. `alphabet=4` for `xor-echo`, `corpus="book.txt"` for `text`,
-            `num_kv_pairs=4` for `assoc-recall`).
+            `num_kv_pairs=4` for `assoc-recall`, `path="data.npz"` for `data`).
 
     Returns:
         The task.
