@@ -40,7 +40,8 @@ loading pickles can run code).
 
 References:
     Steele, G. L., Lea, D. & Flood, C. H. (2014). Fast splittable pseudorandom number generators.
-    OOPSLA (SplitMix64, the hash that orders the rows for the split).
+    OOPSLA 2014 (SplitMix; here its 64-bit form with the Mix13 finaliser, as in Vigna's reference
+    `splitmix64.c`, orders the rows for the split).
 """
 
 from __future__ import annotations
@@ -470,7 +471,7 @@ def _read_npz(path: str) -> dict[str, Any]:
     return out
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)  # a data set may be large: keep the last two read
 def _load(key: tuple[Any, ...], kind: str | None) -> _Data:
     path = key[0]
     where = f"data {path!r}"
@@ -485,7 +486,12 @@ def _load(key: tuple[Any, ...], kind: str | None) -> _Data:
 
 # ---------------------------------------------------------------------------------------- split
 def _splitmix64(n: int, seed: int) -> np.ndarray:
-    """`(n,)` uint64: the first `n` outputs of SplitMix64 seeded with `seed` (Steele et al. 2014, Fig. 2)."""
+    """`(n,)` uint64: the first `n` outputs of SplitMix64 seeded with `seed`.
+
+    The generator of Steele et al. (2014) with the Mix13 finaliser of Java's `SplittableRandom`, as in
+    Vigna's reference `splitmix64.c`: `z = seed + (i + 1) * 0x9E3779B97F4A7C15`, then two xor-shift-multiply
+    rounds and a final xor-shift.
+    """
     with np.errstate(over="ignore"):
         z = np.uint64(seed) + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(_GOLDEN)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
