@@ -18,6 +18,7 @@ from torch import nn
 from seqmem.testing import conformance
 
 
+# --8<-- [start:torch_gru]
 class TorchGRU(nn.Module):
     """`torch.nn.GRU` behind the protocol. Its state is `nn.GRU`'s own: the bare tensor
     `h` of shape `(num_layers, batch, hidden_size)`."""
@@ -36,8 +37,10 @@ class TorchGRU(nn.Module):
     def step(self, x_t, h):
         y, h = self.gru(x_t[:, None], h)  # a sequence of one step
         return y[:, 0], h
+# --8<-- [end:torch_gru]
 
 
+# --8<-- [start:causal_conv]
 class CausalConv(nn.Module):
     """A stateless parallel model: a causal convolution over time, `forward(x) -> y` and nothing else
     (no state, no `step`, no `initial_state`)."""
@@ -50,6 +53,7 @@ class CausalConv(nn.Module):
     def forward(self, x):
         x = F.pad(x.transpose(1, 2), (self.kernel_size - 1, 0))  # (batch, input_size, k - 1 + seq_len): past only
         return self.conv(x).transpose(1, 2)  # (batch, seq_len, output_size)
+# --8<-- [end:causal_conv]
 
 
 test_torch_gru = conformance(lambda: TorchGRU(3, 8), dtypes=(torch.float64, torch.float32), state_growth="constant")

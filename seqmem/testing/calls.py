@@ -61,7 +61,7 @@ def _type_desc(obj: Any) -> str:
     return f"a {type(obj).__name__}"
 
 
-def _accepts(fn: Any, *args: Any, **kwargs: Any) -> bool:
+def accepts(fn: Any, *args: Any, **kwargs: Any) -> bool:
     """Whether `fn`'s signature binds these arguments (`True` when it cannot be inspected)."""
     try:
         sig = inspect.signature(fn)
@@ -95,7 +95,7 @@ class Subject:
         self.has_step = callable(getattr(model, "step", None))
         self.has_initial_state = callable(getattr(model, "initial_state", None))
         fwd = getattr(model, "forward", None)
-        self.forward_takes_state = fwd is not None and _accepts(fwd, None, None)
+        self.forward_takes_state = fwd is not None and accepts(fwd, None, None)
         self.forward_returns_state: bool | None = None
         self._call: Callable[..., Any] = model if isinstance(model, nn.Module) else fwd
 

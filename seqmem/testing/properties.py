@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .calls import NO_STATE, Subject
+from .calls import NO_STATE, Subject, accepts
 from .fixtures import generator, noise_like
 from .pytree import (
     describe,
@@ -278,11 +278,12 @@ class Ctx:
         err_e, err_a = max_abs_error(e64, e), max_abs_error(a64, a)
         big, small = max(err_e, err_a), min(err_e, err_a)
         drifted = sides[0] if err_e >= err_a else sides[1]
-        if 0 < small and big <= 2 * small:
-            verdict = f"both sides drifted, by similar amounts ({big / small:.3g}x)"
+        ratio = big / small if small > 0 else float("inf")
+        times = f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
+        if ratio <= 2:
+            verdict = f"both sides drifted, by similar amounts ({times})"
         else:
-            times = f" ({big / small:.3g}x the other's error)" if small else ""
-            verdict = f"the side that drifted: {drifted}{times}"
+            verdict = f"the side that drifted: {drifted}" + (f" ({times} the other's error)" if small > 0 else "")
         return True, (
             f"{lead} the two sides agree there (max abs error {between:.1e}), so this is {name} rounding, not a bug"
             f"\n    {sides[0]} is {err_e:.3e} from its float64 value"
@@ -453,8 +454,6 @@ def check_protocol(model: Any) -> str:
     Raises:
         ConformanceFailure: (an `AssertionError`) naming `PROTOCOL` and the missing or wrong attribute.
     """
-    from .calls import _accepts
-
     with property_context(PROTOCOL, model):
         for attr in ("input_size", "output_size"):
             if not hasattr(model, attr):
@@ -465,9 +464,9 @@ def check_protocol(model: Any) -> str:
         if not callable(getattr(model, "forward", None)):
             raise AssertionError("the model has no method forward()")
         s = Subject(model)
-        if s.has_initial_state and not _accepts(model.initial_state, 1, device=None, dtype=None):
+        if s.has_initial_state and not accepts(model.initial_state, 1, device=None, dtype=None):
             raise AssertionError("initial_state must accept (batch_size, *, device=None, dtype=None)")
-        if s.has_step and not _accepts(model.step, None, None):
+        if s.has_step and not accepts(model.step, None, None):
             raise AssertionError("step must accept (x_t, state)")
         return f"input_size={model.input_size}, output_size={model.output_size}; {s.forms()}"
 

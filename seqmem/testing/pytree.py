@@ -56,8 +56,8 @@ def state_leaves(state: Any, prefix: str = "state") -> list[tuple[str, Any]]:
         prefix: the name of the root in the paths.
 
     Returns:
-        `[(path, leaf), ...]`, e.g. `[("state['conv'][0]", tensor), ("state['conv'][1]", tensor)]`;
-        a bare tensor is `[("state", tensor)]`, `None` is `[("state", None)]`.
+        A list of `(path, leaf)` pairs, in order; a bare tensor or `None` is one pair, with the path
+        `"state"`.
 
     Raises:
         TypeError: for anything else (the message names where).
@@ -65,8 +65,11 @@ def state_leaves(state: Any, prefix: str = "state") -> list[tuple[str, Any]]:
     Example:
         >>> import torch
         >>> from seqmem.testing import state_leaves
-        >>> [path for path, _ in state_leaves({"conv": [torch.zeros(1), torch.zeros(2)], "ssm": torch.zeros(3)})]
-        ["state['conv'][0]", "state['conv'][1]", "state['ssm']"]
+        >>> for path, leaf in state_leaves({"conv": torch.zeros(2, 3), "pos": 7, "ssm": None}):
+        ...     print(path, type(leaf).__name__)
+        state['conv'] Tensor
+        state['pos'] int
+        state['ssm'] NoneType
     """
     children = _children(state, prefix)
     if children is None:

@@ -1,19 +1,8 @@
 """Tolerances by dtype, and `assert_close`: how seqmem decides that two tensors (or two states) agree.
 
 A [`Tolerance`][seqmem.testing.Tolerance] is a policy: an `(rtol, atol)` pair per dtype, a looser pair
-for long scans (where rounding accumulates over the steps), and a multiplier. The default policy:
-
-| dtype | rtol | atol | long scans (`seq_len >= 256`) |
-| --- | --- | --- | --- |
-| `float64` | `1e-10` | `1e-12` | `1e-9`, `1e-11` |
-| `float32` | `1e-4` | `1e-5` | `6e-4`, `2e-3` (mamba_ssm's bound) |
-| `float16` | `3e-3` | `5e-3` | `3e-3`, `5e-3` |
-| `bfloat16` | `3e-2` | `5e-2` | `3e-2`, `5e-2` |
-
-Two tensors are close where, elementwise, `|actual - expected| <= atol * s + rtol * |expected|`
-with `s = max(1, max |expected|)`: the absolute tolerance grows with the tensor's scale, so that
-an element of a sum with cancellation (a gradient accumulated over many steps) is judged against
-the size of its terms. NaNs in the same places count as equal.
+for long scans (where rounding accumulates over the steps), and a multiplier; its documentation
+gives the default table and the rule of comparison.
 """
 
 from __future__ import annotations
@@ -55,10 +44,23 @@ def _pair(value: Any, name: str) -> tuple[float, float]:
 class Tolerance:
     """A tolerance policy: `(rtol, atol)` by dtype, for short and for long scans, times a multiplier.
 
-    Every check of `seqmem.testing` takes one (`tolerance=`); `Tolerance()` is the default policy
-    (the table in [`seqmem.testing`][seqmem.testing]). Override the pairs you need and keep the
-    others; `scale` multiplies every `rtol` and `atol`, for a model whose rounding error is larger
-    than a plain recurrence's (a deep stack, a long chain of matrix products):
+    Every check of `seqmem.testing` takes one (`tolerance=`). `Tolerance()` is the default:
+
+    | dtype | rtol | atol | long scans (`seq_len >= 256`) |
+    | --- | --- | --- | --- |
+    | `float64` | `1e-10` | `1e-12` | `1e-9`, `1e-11` |
+    | `float32` | `1e-4` | `1e-5` | `6e-4`, `2e-3` (mamba_ssm's bound) |
+    | `float16` | `3e-3` | `5e-3` | `3e-3`, `5e-3` |
+    | `bfloat16` | `3e-2` | `5e-2` | `3e-2`, `5e-2` |
+
+    Two tensors are close where, elementwise, `|actual - expected| <= atol * s + rtol * |expected|`
+    with `s = max(1, max |expected|)`: the absolute tolerance grows with the tensor's scale, so that
+    an element of a sum with cancellation (a gradient accumulated over many steps) is judged against
+    the size of its terms. NaNs in the same places count as equal.
+
+    Override the pairs you need and keep the others; `scale` multiplies every `rtol` and `atol`, for
+    a model whose rounding error is larger than a plain recurrence's (a deep stack, a long chain of
+    matrix products).
 
     Args:
         float64: `(rtol, atol)` for float64 tensors.
@@ -191,7 +193,7 @@ def tolerance(dtype: torch.dtype, *, long: bool = False) -> tuple[float, float]:
             (mamba_ssm's float32 bound: `rtol=6e-4, atol=2e-3`).
 
     Returns:
-        `(rtol, atol)`; see the table in the module's documentation.
+        `(rtol, atol)`; see the table of [`Tolerance`][seqmem.testing.Tolerance].
 
     Raises:
         TypeError: if `dtype` is not one of the four floating dtypes.
