@@ -11,11 +11,17 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
 
 __all__ = ["one_thread", "random_sequence", "seeded"]
+
+
+def callable_name(fn: Any) -> str:
+    """`"TorchGRU"`, `"test_models.<lambda>"`: how a factory is named in notes and reports."""
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
 
 
 def generator(seed: int) -> torch.Generator:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from .check import check_sequence_model
-from .fixtures import seeded
+from .fixtures import callable_name, seeded
 from .properties import PROPERTIES, PROTOCOL, STATE_SIZE, ConformanceFailure
 from .tolerances import dtype_name
 
@@ -42,11 +42,6 @@ ROW_KEY = "seqmem_conformance"
 def property_id(name: str) -> str:
     """The test id of a property: `"step == forward"` -> `"step_equals_forward"`."""
     return re.sub(r"[^0-9a-z]+", "_", name.replace("==", "equals")).strip("_")
-
-
-def _factory_name(factory: Any) -> str:
-    name = getattr(factory, "__qualname__", None) or getattr(factory, "__name__", None) or repr(factory)
-    return name
 
 
 def conformance(
@@ -110,7 +105,7 @@ def conformance(
         and (p != STATE_SIZE or options.get("state_growth") is not None or (properties and p in properties))
     ]
     cases = [pytest.param(name, d, id=f"{property_id(name)}-{dtype_name(d)}") for d in dtypes for name in names]
-    model_name = _factory_name(factory)
+    model_name = callable_name(factory)
 
     @pytest.mark.parametrize(("seqmem_property", "seqmem_dtype"), cases)
     def test(seqmem_property: str, seqmem_dtype: torch.dtype, record_property: Callable[[str, Any], None]) -> None:

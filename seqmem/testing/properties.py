@@ -537,11 +537,6 @@ def check_shapes(
     )
 
 
-def _spec(state: Any) -> list[tuple[str, Any]]:
-    return [(p, (tuple(t.shape), t.dtype, t.device) if isinstance(t, Tensor) else type(t).__name__)
-            for p, t in state_leaves(state)]
-
-
 def _same_spec(a_label: str, a: Any, b_label: str, b: Any, *, shapes: bool = True) -> None:
     """Raise if two states differ in structure, or in a leaf's shape (if `shapes`), dtype or device."""
     where = first_structure_difference(a, b)

@@ -17,7 +17,7 @@ from hypothesis.errors import InvalidArgument
 from torch import Tensor, nn
 
 from ..registry import build, model_names
-from .fixtures import random_sequence, seeded
+from .fixtures import callable_name, random_sequence, seeded
 
 __all__ = ["ModelConfig", "builds", "model_configs", "seeds", "sequences"]
 
@@ -119,10 +119,6 @@ def seeds() -> st.SearchStrategy[int]:
     return st.integers(0, 2**32 - 1)
 
 
-def _name(factory: Any) -> str:
-    return getattr(factory, "__qualname__", None) or getattr(factory, "__name__", None) or repr(factory)
-
-
 def builds(factory: Callable[..., Any], /, *args: Any, **kwargs: Any) -> st.SearchStrategy[Any]:
     """A model (or anything) built by `factory` from drawn arguments, with torch seeded by hypothesis.
 
@@ -149,9 +145,9 @@ def builds(factory: Callable[..., Any], /, *args: Any, **kwargs: Any) -> st.Sear
         >>> from seqmem.testing import builds
         >>> @settings(max_examples=5, deadline=None)
         ... @given(gru=builds(torch.nn.GRU, input_size=st.integers(1, 4), hidden_size=3, batch_first=True))
-        ... def test_gru_is_deterministic(gru):
+        ... def test_gru_sizes(gru):
         ...     assert gru.hidden_size == 3
-        >>> test_gru_is_deterministic()
+        >>> test_gru_sizes()
     """
     if not callable(factory):
         raise TypeError(f"builds: factory must be callable, got {type(factory).__name__}")
@@ -168,7 +164,7 @@ def builds(factory: Callable[..., Any], /, *args: Any, **kwargs: Any) -> st.Sear
         drawn_kwargs = {k: draw_(s) for k, s in kwarg_strategies.items()}
         seed = draw_(seeds())
         call = ", ".join([*(repr(a) for a in drawn_args), *(f"{k}={v!r}" for k, v in drawn_kwargs.items())])
-        _note(f"with seqmem.testing.seeded({seed}): model = {_name(factory)}({call})")
+        _note(f"with seqmem.testing.seeded({seed}): model = {callable_name(factory)}({call})")
         with seeded(seed):
             return factory(*drawn_args, **drawn_kwargs)
 
