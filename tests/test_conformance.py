@@ -80,15 +80,6 @@ PARITY = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _edge_cases(name: str, long: bool) -> list[tuple[ModelConfig, torch.Tensor]]:
     small, usual, odd = MINIMAL[name], TYPICAL[name], ODD[name]
     cases = [
@@ -189,13 +180,15 @@ def test_backend_parity(name, backend):
 @pytest.mark.parametrize(("name", "backend"), PAIRS)
 @pytest.mark.parametrize("dtype", [F64, F32], ids=["float64", "float32"])
 def test_check_sequence_model_passes(name, backend, dtype):
-    """The all-in-one check, as a user calls it, holds for the default-sized models (parity included)."""
+    """The all-in-one check, as a user calls it, holds for the default-sized models (parity and state size
+    included)."""
     model = TYPICAL[name].build(backend=backend)
-    report = check_sequence_model(model, dtype=dtype, seed=3)
+    report = check_sequence_model(model, dtype=dtype, seed=3, state_growth=GROWTH[name])
     assert report.passed
     expected = [
         "protocol",
         "shapes and dtypes",
+        "state shapes",
         "inputs unchanged",
         "gradients",
         "causality",
@@ -203,6 +196,7 @@ def test_check_sequence_model_passes(name, backend, dtype):
         "step == forward",
         "chunked streaming",
         "backend parity",
+        "state size",
     ]
     assert [r.name for r in report] == expected
     assert report.skipped == ([] if len(BACKENDS[name]) > 1 else ["backend parity"])

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from seqmem.cli import app
@@ -25,14 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = {"steps": 4, "params": 1500, "batch_size": 8, "eval_batches": 1}
 VOLATILE = {"wall_s", "cpu_s", "finished"}  # timings differ from run to run; nothing else may
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _stable(records):
