@@ -13,6 +13,7 @@ from .compare import compare
 from .gru import GRU
 from .io import load, save
 from .lstm import LSTM, LSTMGates
+from .minrnn import MinGRU, MinLSTM, MinRNNState
 from .network import SequenceNetwork, size_for_budget
 from .protocol import (
     GRUState,
@@ -51,6 +52,9 @@ __all__ = [
     "KVCache",
     "LSTMGates",
     "LSTMState",
+    "MinGRU",
+    "MinLSTM",
+    "MinRNNState",
     "ModelSpec",
     "RNNState",
     "SSMState",

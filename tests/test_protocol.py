@@ -30,7 +30,8 @@ def model(request):
 
 
 def test_model_names_match_the_design():
-    assert seqmem.model_names() == ["rnn", "lstm", "gru", "transformer", "mamba", "s4d"]
+    """DESIGN.md's six come first, in its order; the families of issue 12 follow."""
+    assert seqmem.model_names()[:6] == ["rnn", "lstm", "gru", "transformer", "mamba", "s4d"]
 
 
 def test_every_model_satisfies_the_protocol(model):
