@@ -1,0 +1,271 @@
+"""One look for every seqmem figure: a fixed colour and marker per model, text sized for the page.
+
+A model keeps its colour and marker in every plot (`seqmem compare`, `seqmem report`, `seqmem bench`,
+the docs' figures and notebooks), so a reader who learned that the LSTM is the blue squares does not
+have to learn it again. The six built-in models have fixed styles from the Okabe-Ito palette, which
+stays distinguishable under the common colour-vision deficiencies (Okabe & Ito 2008); any other name
+(a user's model) gets a colour and marker chosen from its name by a stable hash, so it too is the same
+in every plot and every process.
+
+Figures are drawn to be shown at their natural size in a page column of `PAGE_WIDTH_PX` CSS pixels
+(the content column of the docs site at a 1280 px window): `FIGURE_WIDTH` inches at `DISPLAY_DPI`,
+so that a point of matplotlib text is a point on the screen and `FONT_PT` (11 pt) text reads as
+11 pt. Files are written at `SAVE_DPI`, twice the display resolution, for sharp high-density screens;
+`save_figure` records the smallest text size of the figure in the PNG's metadata, which the docs
+check (`scripts/check_docs.py`) reads.
+
+Use `plot_style()` around the code that draws a figure (or `use()` once in a notebook), `line_style`
+for each model's line, and `save_figure` to write it atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ._files import atomic_write_bytes
+
+__all__ = [
+    "BACKEND_LINESTYLES",
+    "BUILTIN_STYLES",
+    "DISPLAY_DPI",
+    "FIGURE_WIDTH",
+    "FONT_PT",
+    "PAGE_WIDTH_PX",
+    "RC",
+    "SAVE_DPI",
+    "line_style",
+    "model_family",
+    "model_style",
+    "plot_style",
+    "png_bytes",
+    "save_figure",
+    "use",
+]
+
+BUILTIN_STYLES: dict[str, tuple[str, str]] = {
+    "rnn": ("#D55E00", "o"),  # vermillion, circles
+    "lstm": ("#0072B2", "s"),  # blue, squares
+    "gru": ("#009E73", "^"),  # bluish green, triangles
+    "transformer": ("#CC79A7", "D"),  # reddish purple, diamonds
+    "mamba": ("#E69F00", "v"),  # orange, down triangles
+    "s4d": ("#56B4E9", "P"),  # sky blue, filled plus
+}
+"""Colour (hex) and matplotlib marker of each built-in model (Okabe & Ito 2008 palette)."""
+
+# For other names: Paul Tol's "muted" scheme without the hues above, and markers the built-ins lack.
+_FALLBACK_COLORS = ("#332288", "#117733", "#882255", "#44AA99", "#999933", "#AA4499", "#661100", "#6699CC")
+_FALLBACK_MARKERS = ("X", "*", "h", "p", "<", ">", "d", "8")
+
+BACKEND_LINESTYLES: dict[str, str] = {"torch": "-", "numba": "--", "torch.nn": ":"}
+"""Line style per implementation: seqmem's `"torch"` backend, its `"numba"` kernels, the `torch.nn`
+baselines of `seqmem bench`. Other backends are drawn dash-dotted."""
+
+PAGE_WIDTH_PX = 688
+"""Width of the docs' content column at a 1280 px window, in CSS pixels (measured in Chromium)."""
+
+DISPLAY_DPI = 96
+"""CSS pixels per inch: at this resolution a point of matplotlib text is a point on the page."""
+
+FIGURE_WIDTH = PAGE_WIDTH_PX / DISPLAY_DPI
+"""Figure width in inches that fills the page column without being scaled down (7.17 in)."""
+
+SAVE_DPI = 2 * DISPLAY_DPI
+"""Resolution of the PNG files: twice the display resolution, sharp on high-density screens."""
+
+FONT_PT = 11.0
+"""The smallest text of a figure (tick labels, legends), in points at the displayed size."""
+
+RC: dict[str, Any] = {
+    "figure.figsize": (FIGURE_WIDTH, 4.4),
+    "figure.dpi": DISPLAY_DPI,
+    "savefig.dpi": SAVE_DPI,
+    "figure.constrained_layout.use": True,
+    "font.size": FONT_PT,
+    "axes.titlesize": FONT_PT + 1,
+    "axes.labelsize": FONT_PT,
+    "xtick.labelsize": FONT_PT,
+    "ytick.labelsize": FONT_PT,
+    "legend.fontsize": FONT_PT,
+    "legend.title_fontsize": FONT_PT,
+    "figure.titlesize": FONT_PT + 1,
+    "axes.grid": True,
+    "axes.grid.which": "both",
+    "grid.alpha": 0.3,
+    "lines.linewidth": 1.8,
+    "lines.markersize": 6.0,
+    "legend.framealpha": 0.9,
+}
+"""matplotlib settings of every seqmem figure (`plot_style`, `use`)."""
+
+
+def model_family(name: str) -> str:
+    """The model a plot label stands for: `"lstm/numba"` -> `"lstm"`, `"torch.nn.GRUCell"` -> `"gru"`.
+
+    Args:
+        name: a model name (`"lstm"`), a bench label (`"model/backend"`), or a `torch.nn` class name.
+
+    Returns:
+        The built-in model's name where one matches, else `name` unchanged.
+    """
+    if name in BUILTIN_STYLES:
+        return name
+    if name.startswith("torch.nn."):
+        base = name.removeprefix("torch.nn.").lower().removesuffix("cell")
+        return base if base in BUILTIN_STYLES else name
+    head, sep, _ = name.partition("/")
+    return head if sep and head in BUILTIN_STYLES else name
+
+
+def model_style(name: str) -> tuple[str, str]:
+    """The colour and marker of a model, the same in every figure.
+
+    Args:
+        name: a model name; bench labels (`"lstm/numba"`) and `torch.nn` class names
+            (`"torch.nn.LSTM"`) take their family's style (see `model_family`).
+
+    Returns:
+        `(color, marker)`: a hex colour and a matplotlib marker. Fixed for the built-in models; for
+        any other name, chosen by a hash of the name that is stable across processes and runs (two
+        user models may share a colour, but then not, in general, a marker).
+
+    Raises:
+        TypeError: if `name` is not a string.
+
+    Examples:
+        >>> from seqmem.plotstyle import model_style
+        >>> model_style("lstm")
+        ('#0072B2', 's')
+        >>> model_style("torch.nn.LSTM") == model_style("lstm/numba") == model_style("lstm")
+        True
+        >>> model_style("my_cell") == model_style("my_cell")
+        True
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"model_style: name must be a str, got {type(name).__name__}")
+    family = model_family(name)
+    if family in BUILTIN_STYLES:
+        return BUILTIN_STYLES[family]
+    h = zlib.crc32(name.encode("utf-8"))
+    return _FALLBACK_COLORS[h % len(_FALLBACK_COLORS)], _FALLBACK_MARKERS[(h // 7) % len(_FALLBACK_MARKERS)]
+
+
+def line_style(name: str, backend: str | None = None) -> dict[str, str]:
+    """Keyword arguments for `Axes.plot` of one model (and backend): colour, marker, line style.
+
+    Args:
+        name: the model's name or label, as for `model_style`.
+        backend: `"torch"` (solid), `"numba"` (dashed); `torch.nn` baselines (names starting with
+            `"torch.nn."`) are dotted whatever the backend; `None` draws a solid line.
+
+    Returns:
+        `{"color": ..., "marker": ..., "linestyle": ...}`.
+    """
+    color, marker = model_style(name)
+    if name.startswith("torch.nn."):
+        linestyle = BACKEND_LINESTYLES["torch.nn"]
+    elif backend is None:
+        linestyle = "-"
+    else:
+        linestyle = BACKEND_LINESTYLES.get(backend, "-.")
+    return {"color": color, "marker": marker, "linestyle": linestyle}
+
+
+@contextlib.contextmanager
+def plot_style(**overrides: Any) -> Iterator[None]:
+    """A context in which matplotlib draws with seqmem's settings (`RC`, plus `overrides`).
+
+    matplotlib reads its settings when an artist is made, so draw the whole figure inside it.
+
+    Args:
+        **overrides: rcParams to change, with dots written as in matplotlib
+            (`plot_style(**{"figure.figsize": (7, 3)})`).
+
+    Yields:
+        Nothing; the settings are restored afterwards.
+    """
+    import matplotlib
+
+    with matplotlib.rc_context({**RC, **overrides}):
+        yield
+
+
+def use() -> None:
+    """Apply seqmem's settings to matplotlib for the rest of the session (for notebooks and scripts).
+
+    In a Jupyter kernel, inline figures are also shown as `png_bytes` draws them: at twice their
+    resolution and shown at their natural size ("retina"), with their text size in the metadata, as
+    the files `save_figure` writes.
+    """
+    import matplotlib
+
+    matplotlib.rcParams.update(RC)
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is not installed
+        return
+    shell = get_ipython()
+    if shell is not None:  # pragma: no cover - only inside a kernel
+        from matplotlib.figure import Figure
+
+        shell.display_formatter.formatters["image/png"].for_type(Figure, _notebook_png)
+
+
+def _notebook_png(fig: Any) -> tuple[bytes, dict[str, int]]:
+    """A figure for a notebook: `png_bytes` at twice the display resolution, shown at half its pixels."""
+    dpi = 2 * fig.dpi
+    width, height = fig.get_size_inches() * fig.dpi
+    return png_bytes(fig, dpi=dpi), {"width": round(width), "height": round(height)}
+
+
+def _smallest_text_pt(fig: Any) -> tuple[float, float | None]:
+    """The smallest font size of the visible text in `fig`, and of its legends' text (points)."""
+    from matplotlib.legend import Legend
+    from matplotlib.text import Text
+
+    fig.draw_without_rendering()  # lay out the ticks, so that their labels exist
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    legend_sizes = [t.get_fontsize() for leg in fig.findobj(Legend) for t in leg.get_texts() if t.get_text().strip()]
+    return (min(sizes) if sizes else FONT_PT), (min(legend_sizes) if legend_sizes else None)
+
+
+def png_bytes(fig: Any, *, dpi: float = SAVE_DPI) -> bytes:
+    """A matplotlib figure as PNG bytes, with its smallest text size in the metadata.
+
+    The PNG gets the text chunks `seqmem:min_font_pt` and (with a legend) `seqmem:legend_font_pt`;
+    with the resolution (`dpi`, stored in the PNG) they give the size of the text in pixels, which
+    the docs check (`scripts/check_docs.py`) compares with the width the page shows the figure at.
+
+    Args:
+        fig: a `matplotlib.figure.Figure`.
+        dpi: pixels per inch of the image.
+
+    Returns:
+        The PNG file's bytes.
+    """
+    smallest, legend = _smallest_text_pt(fig)
+    metadata = {"Software": "seqmem (matplotlib)", "seqmem:min_font_pt": f"{smallest:g}"}
+    if legend is not None:
+        metadata["seqmem:legend_font_pt"] = f"{legend:g}"
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata=metadata)
+    return buf.getvalue()
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], *, dpi: float = SAVE_DPI) -> Path:
+    """Write a matplotlib figure as PNG (`png_bytes`), atomically, readable as `open()` would make it.
+
+    Args:
+        fig: a `matplotlib.figure.Figure`.
+        path: where to write the PNG (its folder is created if missing).
+        dpi: pixels per inch of the file.
+
+    Returns:
+        The path written.
+    """
+    return atomic_write_bytes(path, png_bytes(fig, dpi=dpi))
