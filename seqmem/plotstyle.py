@@ -141,7 +141,7 @@ def model_style(name: str) -> tuple[str, str]:
         >>> from seqmem.plotstyle import model_style
         >>> model_style("lstm")
         ('#0072B2', 's')
-        >>> model_style("torch.nn.LSTM") == model_style("lstm/numba") == model_style("lstm")
+        >>> model_style("torch.nn.LSTM") == model_style("lstm/numba")
         True
         >>> model_style("my_cell") == model_style("my_cell")
         True
@@ -213,6 +213,10 @@ def use() -> None:
     if shell is not None:  # pragma: no cover - only inside a kernel
         from matplotlib.figure import Figure
 
+        # The inline backend registers its own PNG formatter when it loads, which matplotlib does
+        # lazily, at the first figure: load it now, so that ours is the one that stays.
+        with contextlib.suppress(ImportError):
+            import matplotlib_inline.backend_inline  # noqa: F401
         shell.display_formatter.formatters["image/png"].for_type(Figure, _notebook_png)
 
 
@@ -224,12 +228,17 @@ def _notebook_png(fig: Any) -> tuple[bytes, dict[str, int]]:
 
 
 def _smallest_text_pt(fig: Any) -> tuple[float, float | None]:
-    """The smallest font size of the visible text in `fig`, and of its legends' text (points)."""
+    """The smallest font size of the visible text in `fig`, and of its legends' text (points).
+
+    Read without drawing the figure (a draw lays out every text, as long as saving it does): tick
+    labels get their text only when drawn, so they count by the font size of their axis.
+    """
+    from matplotlib.axis import Tick
     from matplotlib.legend import Legend
     from matplotlib.text import Text
 
-    fig.draw_without_rendering()  # lay out the ticks, so that their labels exist
     sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    sizes += [tick.label1.get_fontsize() for tick in fig.findobj(Tick) if tick.label1.get_visible()]
     legend_sizes = [t.get_fontsize() for leg in fig.findobj(Legend) for t in leg.get_texts() if t.get_text().strip()]
     return (min(sizes) if sizes else FONT_PT), (min(legend_sizes) if legend_sizes else None)
 

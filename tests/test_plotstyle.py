@@ -88,6 +88,11 @@ def test_png_records_its_smallest_text_and_resolution(tmp_path):
     assert float(info["seqmem:legend_font_pt"]) == 8 and float(info["seqmem:min_font_pt"]) == 8
     assert info["dpi"][0] == pytest.approx(2 * RC["figure.dpi"], rel=1e-3)
     assert png_bytes(fig)[:4] == b"\x89PNG"
+    with plot_style(**{"ytick.labelsize": 9.5}):  # tick labels count, though drawn only when saved
+        fig = Figure()
+        fig.add_subplot().plot([1, 2], [3, 4])
+    info = image.open(save_figure(fig, tmp_path / "g.png")).info
+    assert float(info["seqmem:min_font_pt"]) == 9.5 and "seqmem:legend_font_pt" not in info
 
 
 def test_plot_style_restores_matplotlib_settings():
