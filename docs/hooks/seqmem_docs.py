@@ -696,7 +696,9 @@ def on_page_content(html_text: str, page: Any, config: Any, files: Files) -> str
     if notebook:
         _fix_notebook_toc(html_text, page.toc)
         html_text = _extract_notebook_images(html_text, page, config)
-        html_text = _download_links(page) + html_text
+        title_end = html_text.find("</h1>")  # the links go under the notebook's title
+        cut = title_end + len("</h1>") if title_end >= 0 else 0
+        html_text = html_text[:cut] + _download_links(page) + html_text[cut:]
     return _link_images(html_text)
 
 
@@ -792,9 +794,12 @@ def tex_to_text(tex: str) -> str:
     text = re.sub(r"\\(?:frac|tfrac|dfrac)\s*\{([^{}]*)\}\s*\{([^{}]*)\}", r"(\1)/(\2)", tex)
     text = re.sub(r"\\(?:left|right|big|Big|bigg|Bigg)\b\s*", "", text)
     text = re.sub(r"\\(?:begin|end)\{[^}]*\}", " ", text)
+    text = re.sub(r"\\(?:mathrm|text|textrm|textbf|mathbf|mathit|mathsf|mathtt|mathcal|operatorname|boldsymbol"
+                  r"|hat|bar|tilde|overline|widehat|widetilde|vec|dot)\b\s*", "", text)
+    text = re.sub(r"\\([_{}$%#])", r"\1", text)  # escaped characters
     text = re.sub(r"\\([A-Za-z]+|\|)", lambda m: TEX_SYMBOLS.get(m.group(1), m.group(1)), text)
     text = re.sub(r"\\[,;:! ]|&|\\\\", " ", text)
-    text = text.replace("{", "").replace("}", "")
+    text = text.replace("{", "").replace("}", "")  # (after the escapes, a literal brace is lost too)
     return re.sub(r"\s+", " ", text).strip()
 
 
