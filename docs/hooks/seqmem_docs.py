@@ -209,7 +209,22 @@ def _parse_args(text: str) -> dict[str, str]:
 
 def _command(args: dict[str, str], sidecar: Path) -> str:
     cmd = sidecar.read_text().strip() if sidecar.is_file() else args.get("cmd", "")
-    return f"```bash\n{cmd}\n```\n" if cmd else ""
+    return f"```bash\n{_shell_lines(cmd)}\n```\n" if cmd else ""
+
+
+def _shell_lines(cmd: str, width: int = 78) -> str:
+    """A long command on several lines, broken before its options with `\\` (it fits the column and
+    still pastes into a shell); one already broken by hand is left as it is."""
+    if len(cmd) <= width or "\n" in cmd:
+        return cmd
+    head, *options = re.split(r" (?=--?[A-Za-z])", cmd)
+    lines = [head]
+    for opt in options:
+        if len(lines[-1]) + 1 + len(opt) <= width - 2:
+            lines[-1] += " " + opt
+        else:
+            lines.append("    " + opt)
+    return " \\\n".join(lines)
 
 
 def _missing(what: str, rel: str, args: dict[str, str]) -> str:
