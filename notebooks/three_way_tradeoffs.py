@@ -74,7 +74,7 @@ panels = [
     ("forward", seconds, "seconds per call", "1. forward, batch 8", True),
     ("train", seconds, "seconds per call", "2. train step, batch 8", True),
     ("step", seconds, "seconds per token", "3. streaming, batch 1", True),
-    ("step", lambda r: r.state_bytes, "bytes", "4. state after T tokens", False),
+    ("step", lambda r: r.state_bytes, "bytes", "4. state after T", False),
 ]
 fig, axes = plt.subplots(len(panels), 1, sharex=True,
                          figsize=(plotstyle.FIGURE_WIDTH, 12))

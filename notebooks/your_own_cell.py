@@ -61,8 +61,8 @@ class MGU(nn.Module):
         self.w_h = nn.Linear(hidden_size, 2 * hidden_size, bias=False)
 
     def initial_state(self, batch_size, *, device=None, dtype=None):
-        h = torch.zeros(batch_size, self.output_size, device=device, dtype=dtype)
-        return MGUState(h)
+        size = (batch_size, self.output_size)
+        return MGUState(torch.zeros(size, device=device, dtype=dtype))
 
     def _cell(self, gx_t, h):
         a_u, a_h = (gx_t + self.w_h(h)).chunk(2, dim=-1)
