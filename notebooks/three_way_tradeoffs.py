@@ -131,5 +131,6 @@ for model in seqmem.model_names():
 # the [trade-offs page](../../tradeoffs/). To run the benchmark at full size on your machine:
 #
 # ```bash
-# seqmem bench --seq-lens 64,256,1024,4096 --json bench.json --out bench
+# seqmem bench --seq-lens 64,256,1024,4096 \
+#     --json bench.json --out bench
 # ```
