@@ -1,0 +1,171 @@
+r"""The Mamba block's fused streaming kernel: one compiled call per token for a whole stack of blocks.
+
+Per block and token (Gu & Dao 2023, Fig. 3 and Algorithm 2), parameters read where they are stored:
+
+    [x_in, z] = in_proj x                                   (B, 2 d_inner), one BLAS product
+    u         = silu(conv1d([conv state, x_in]))            causal depthwise convolution, width d_conv
+    selective:  [delta_r, B_t, C_t] = x_proj u,   delta = softplus(dt_proj delta_r)
+    LTI:        delta = softplus(dt_bias),  B, C parameters
+    h'        = exp(delta A) h + (delta B) u,   A = -exp(A_log)         (d_inner, d_state) per sequence
+    y         = out_proj((C . h' + D u) * silu(z))
+
+The convolution state rolls by one input, the SSM state is updated at the same index it is read, so
+the new state may overwrite the old one.
+
+References:
+    Gu, A. & Dao, T. (2023). Mamba: linear-time sequence modeling with selective state spaces.
+    arXiv:2312.00752, eq. (2a)-(2b), Algorithm 2, Fig. 3.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .._numba import njit
+from .._stream_kernels import KERNEL, affine, run_stack, view
+from .._stream_table import LayerKernel
+from ..lstm.numba_scan import _exp_neg, _sigmoid
+from ..protocol import SSMState
+
+__all__ = ["ssm_layer_kernel", "ssm_stack"]
+
+
+@njit(**KERNEL)
+def _exp(x, dt):  # pragma: no cover - compiled
+    """exp(x) for any x, in the dtype `dt`."""
+    return _exp_neg(-x, dt) if x <= 0.0 else dt.type(1.0) / _exp_neg(x, dt)
+
+
+@njit(**KERNEL)
+def _softplus(x):  # pragma: no cover - compiled
+    """`log(1 + exp(x))`, `x` itself above 20 (as `torch.nn.functional.softplus`)."""
+    return x if x > 20.0 else math.log1p(math.exp(x))
+
+
+@njit(**KERNEL)
+def ssm_layer(tab, f, x, y, work):  # pragma: no cover - compiled
+    """One Mamba block (or its LTI ablation) for one token: `x (B, d_model)` -> `y (B, d_model)`.
+
+    Record fields from `f`: `d_inner, d_state, d_conv, dt_rank, selective`, then the addresses of
+    `in_proj.weight, in_proj.bias, conv1d.weight, conv1d.bias, x_proj.weight, dt_proj.weight,
+    dt_proj.bias, dt_bias, B, C, A_log, D, out_proj.weight, out_proj.bias` (0: absent), the state
+    `conv, ssm` read and `conv, ssm` written.
+    """
+    Din, N, K, R, selective = tab[f], tab[f + 1], tab[f + 2], tab[f + 3], tab[f + 4]
+    p = f + 5
+    s = p + 14
+    B = x.shape[0]
+    dt = x.dtype
+    o = 0
+    xz = work[o : o + B * 2 * Din].reshape((B, 2 * Din))
+    o += B * 2 * Din
+    u = work[o : o + B * Din].reshape((B, Din))
+    o += B * Din
+    dbc = work[o : o + B * (R + 2 * N)].reshape((B, R + 2 * N))
+    o += B * (R + 2 * N)
+    dtr = work[o : o + B * R].reshape((B, R))
+    o += B * R
+    delta = work[o : o + B * Din].reshape((B, Din))
+    o += B * Din
+    yv = work[o : o + B * Din].reshape((B, Din))
+    affine(x, tab[p], tab[p + 1], xz)
+    # causal depthwise convolution over [conv state, x_in], then SiLU; the state rolls by one
+    cw = view(tab[p + 2], (Din, K), dt)  # conv1d.weight (Din, 1, K)
+    has_cb = tab[p + 3] != 0
+    cb = view(tab[p + 3] if has_cb else tab[p + 2], (Din,), dt)
+    conv_in = view(tab[s], (B, Din, K - 1), dt)
+    conv_out = view(tab[s + 2], (B, Din, K - 1), dt)
+    for b in range(B):
+        xb = xz[b]
+        ub = u[b]
+        for d in range(Din):
+            cd = conv_in[b, d]
+            od = conv_out[b, d]
+            acc = dt.type(0.0)
+            for k in range(K - 1):
+                acc += cd[k] * cw[d, k]
+            acc += xb[d] * cw[d, K - 1]
+            for k in range(K - 2):  # roll by one (reads ahead of the writes: in place is safe)
+                od[k] = cd[k + 1]
+            if K > 1:
+                od[K - 2] = xb[d]
+            if has_cb:
+                acc += cb[d]
+            ub[d] = acc * _sigmoid(acc, dt)
+    # the step sizes and the input/output matrices of this token
+    if selective != 0:
+        affine(u, tab[p + 4], 0, dbc)
+        for b in range(B):
+            dtr[b] = dbc[b, :R]
+        affine(dtr, tab[p + 5], tab[p + 6], delta)
+        for b in range(B):
+            db = delta[b]
+            for d in range(Din):
+                db[d] = _softplus(db[d])
+    else:
+        dt_bias = view(tab[p + 7], (Din,), dt)
+        for b in range(B):
+            db = delta[b]
+            for d in range(Din):
+                db[d] = _softplus(dt_bias[d])
+    # the selective scan's step, the skip connection and the gate
+    A_log = view(tab[p + 10], (Din, N), dt)
+    Dv = view(tab[p + 11], (Din,), dt)
+    h_in = view(tab[s + 1], (B, Din, N), dt)
+    h_out = view(tab[s + 3], (B, Din, N), dt)
+    for b in range(B):
+        for d in range(Din):
+            dl = delta[b, d]
+            ud = u[b, d]
+            hi = h_in[b, d]
+            ho = h_out[b, d]
+            al = A_log[d]
+            acc = dt.type(0.0)
+            if selective != 0:
+                Bt = dbc[b, R : R + N]
+                Ct = dbc[b, R + N :]
+                for n in range(N):
+                    hv = _exp_neg(dl * _exp(al[n], dt), dt) * hi[n] + (dl * Bt[n]) * ud
+                    ho[n] = hv
+                    acc += hv * Ct[n]
+            else:
+                Bm = view(tab[p + 8], (Din, N), dt)[d]
+                Cm = view(tab[p + 9], (Din, N), dt)[d]
+                for n in range(N):
+                    hv = _exp_neg(dl * _exp(al[n], dt), dt) * hi[n] + (dl * Bm[n]) * ud
+                    ho[n] = hv
+                    acc += hv * Cm[n]
+            zz = xz[b, Din + d]
+            yv[b, d] = (acc + Dv[d] * ud) * (zz * _sigmoid(zz, dt))
+    affine(yv, tab[p + 12], tab[p + 13], y)
+
+
+@njit(**KERNEL)
+def ssm_stack(tab, buf, x_addr, T, y_addr):  # pragma: no cover - compiled
+    """`T` tokens through the stack in `tab`: `run_stack` with `ssm_layer`; returns a status."""
+    return run_stack(tab, buf, x_addr, T, y_addr, ssm_layer)
+
+
+def ssm_layer_kernel(model: object) -> LayerKernel:
+    """Describe a `SelectiveSSM` (its live parameters) to the streaming runtime.
+
+    Args:
+        model: the `SelectiveSSM`.
+
+    Returns:
+        The `LayerKernel`: state `SSMState(conv, ssm)`, `(batch, d_inner, d_conv - 1)` and
+        `(batch, d_inner, d_state)`.
+    """
+    m = model
+    Din, N, K, R = m.d_inner, m.d_state, m.d_conv, m.dt_rank
+    sel = m.selective
+    params = (
+        m.in_proj.weight, m.in_proj.bias, m.conv1d.weight, m.conv1d.bias,
+        m.x_proj.weight if sel else None, m.dt_proj.weight if sel else None, m.dt_proj.bias if sel else None,
+        None if sel else m.dt_bias, None if sel else m.B, None if sel else m.C,
+        m.A_log, m.D, m.out_proj.weight, m.out_proj.bias,
+    )  # fmt: skip
+    return LayerKernel(
+        "ssm", ssm_stack, params, (Din, N, K, R, int(sel)), m.d_model, m.d_model,
+        ((Din, K - 1), (Din, N)), SSMState, 6 * Din + 2 * R + 2 * N, 0, False,
+    )  # fmt: skip
