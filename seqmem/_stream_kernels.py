@@ -29,7 +29,8 @@ import struct
 
 import numpy as np
 
-from ._numba import JIT, intrinsic, njit, numba
+from ._kernels import KERNEL
+from ._numba import intrinsic, njit, numba
 from ._stream_table import (
     BAD_TOKEN,
     IN_LINEAR,
@@ -64,10 +65,6 @@ from ._stream_table import (
     T_Y_SB,
     T_Y_ST,
 )
-
-KERNEL = {**JIT, "error_model": "numpy"}
-"""Flags of the streaming kernels: `JIT` with IEEE division (no zero-divisor branch, see
-`seqmem.rnn.numba_scan`)."""
 
 if numba.config.DISABLE_JIT:  # plain Python: views through ctypes
 

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from .._kernels import KERNEL, _like, _sigmoid, _tanh
 from .._numba import njit
-from .._stream_kernels import KERNEL, affine, run_stack, view
+from .._stream_kernels import affine, run_stack, view
 from .._stream_table import LayerKernel
 from ..protocol import GRUState
-from .numba_scan import _sigmoid, _tanh
 
 __all__ = ["gru_layer_kernel", "gru_stack"]
 
@@ -81,7 +81,7 @@ def gru_layer(tab, f, x, y, work):  # pragma: no cover - compiled
         for j in range(H):
             z = ab[H + j]
             n = _tanh(ab[2 * H + j])
-            hn = (1.0 - z) * n + z * hb[j]
+            hn = (_like(z, 1.0) - z) * n + z * hb[j]
             ho[j] = hn
             yb[j] = hn
 

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from .._kernels import KERNEL, _sigmoid, _tanh
 from .._numba import njit
-from .._stream_kernels import KERNEL, affine, run_stack, view
+from .._stream_kernels import affine, run_stack, view
 from .._stream_table import LayerKernel
 from ..protocol import LSTMState
-from .numba_scan import _sigmoid, _tanh
 
 __all__ = ["lstm_layer_kernel", "lstm_stack"]
 
@@ -65,12 +65,12 @@ def lstm_layer(tab, f, x, y, work):  # pragma: no cover - compiled
         yb = y[b]
         for j in range(H):
             cp = cb[j]
-            i = _sigmoid(a[j] + r[j] + pw[0, j] * cp, dt)
-            fg = _sigmoid(a[H + j] + r[H + j] + pw[1, j] * cp, dt)
-            g = _tanh(a[2 * H + j] + r[2 * H + j], dt)
+            i = _sigmoid(a[j] + r[j] + pw[0, j] * cp)
+            fg = _sigmoid(a[H + j] + r[H + j] + pw[1, j] * cp)
+            g = _tanh(a[2 * H + j] + r[2 * H + j])
             cn = fg * cp + i * g
-            o = _sigmoid(a[3 * H + j] + r[3 * H + j] + pw[2, j] * cn, dt)
-            hn = o * _tanh(cn, dt)
+            o = _sigmoid(a[3 * H + j] + r[3 * H + j] + pw[2, j] * cn)
+            hn = o * _tanh(cn)
             co[j] = cn
             ho[j] = hn
             yb[j] = hn

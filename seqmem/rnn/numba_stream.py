@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from .._kernels import KERNEL, _like, _tanh
 from .._numba import njit
-from .._stream_kernels import KERNEL, affine, run_stack, view
+from .._stream_kernels import affine, run_stack, view
 from .._stream_table import LayerKernel
 from ..protocol import RNNState
-from .numba_scan import _tanh
 
 __all__ = ["rnn_layer_kernel", "rnn_stack"]
 
@@ -47,7 +47,7 @@ def rnn_layer(tab, f, x, y, work):  # pragma: no cover - compiled
         if relu != 0:
             for j in range(H):
                 s = a[j] + r[j]
-                v = dt.type(0.0) if s < 0.0 else s  # keeps NaN
+                v = _like(s, 0.0) if s < 0.0 else s  # keeps NaN
                 ho[j] = v
                 yb[j] = v
         else:

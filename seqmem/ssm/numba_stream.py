@@ -19,27 +19,13 @@ References:
 
 from __future__ import annotations
 
-import math
-
+from .._kernels import KERNEL, _exp, _like, _sigmoid, _softplus
 from .._numba import njit
-from .._stream_kernels import KERNEL, affine, run_stack, view
+from .._stream_kernels import affine, run_stack, view
 from .._stream_table import LayerKernel
-from ..lstm.numba_scan import _exp_neg, _sigmoid
 from ..protocol import SSMState
 
 __all__ = ["ssm_layer_kernel", "ssm_stack"]
-
-
-@njit(**KERNEL)
-def _exp(x, dt):  # pragma: no cover - compiled
-    """exp(x) for any x, in the dtype `dt`."""
-    return _exp_neg(-x, dt) if x <= 0.0 else dt.type(1.0) / _exp_neg(x, dt)
-
-
-@njit(**KERNEL)
-def _softplus(x):  # pragma: no cover - compiled
-    """`log(1 + exp(x))`, `x` itself above 20 (as `torch.nn.functional.softplus`)."""
-    return x if x > 20.0 else math.log1p(math.exp(x))
 
 
 @njit(**KERNEL)
@@ -81,7 +67,7 @@ def ssm_layer(tab, f, x, y, work):  # pragma: no cover - compiled
         for d in range(Din):
             cd = conv_in[b, d]
             od = conv_out[b, d]
-            acc = dt.type(0.0)
+            acc = _like(xb[d], 0.0)
             for k in range(K - 1):
                 acc += cd[k] * cw[d, k]
             acc += xb[d] * cw[d, K - 1]
@@ -91,7 +77,7 @@ def ssm_layer(tab, f, x, y, work):  # pragma: no cover - compiled
                 od[K - 2] = xb[d]
             if has_cb:
                 acc += cb[d]
-            ub[d] = acc * _sigmoid(acc, dt)
+            ub[d] = acc * _sigmoid(acc)
     # the step sizes and the input/output matrices of this token
     if selective != 0:
         affine(u, tab[p + 4], 0, dbc)
@@ -120,23 +106,23 @@ def ssm_layer(tab, f, x, y, work):  # pragma: no cover - compiled
             hi = h_in[b, d]
             ho = h_out[b, d]
             al = A_log[d]
-            acc = dt.type(0.0)
+            acc = _like(dl, 0.0)
             if selective != 0:
                 Bt = dbc[b, R : R + N]
                 Ct = dbc[b, R + N :]
                 for n in range(N):
-                    hv = _exp_neg(dl * _exp(al[n], dt), dt) * hi[n] + (dl * Bt[n]) * ud
+                    hv = _exp(dl * -_exp(al[n])) * hi[n] + (dl * Bt[n]) * ud
                     ho[n] = hv
                     acc += hv * Ct[n]
             else:
                 Bm = view(tab[p + 8], (Din, N), dt)[d]
                 Cm = view(tab[p + 9], (Din, N), dt)[d]
                 for n in range(N):
-                    hv = _exp_neg(dl * _exp(al[n], dt), dt) * hi[n] + (dl * Bm[n]) * ud
+                    hv = _exp(dl * -_exp(al[n])) * hi[n] + (dl * Bm[n]) * ud
                     ho[n] = hv
                     acc += hv * Cm[n]
             zz = xz[b, Din + d]
-            yv[b, d] = (acc + Dv[d] * ud) * (zz * _sigmoid(zz, dt))
+            yv[b, d] = (acc + Dv[d] * ud) * (zz * _sigmoid(zz))
     affine(yv, tab[p + 12], tab[p + 13], y)
 
 
