@@ -131,20 +131,43 @@ def kernel_step(layer: LayerKernel, x_t: Tensor, state: Sequence[Tensor]) -> tup
         `(y_t, state)`, or `None` if a parameter is not a contiguous CPU tensor of `x_t`'s dtype
         (the caller then takes its general path).
     """
-    dtype = _kernel_ready([p for p in layer.params if p is not None])
-    if dtype is None or x_t.dtype != dtype or x_t.device.type != "cpu":
+    dtype = x_t.dtype
+    if dtype not in _NP or not x_t.is_cpu:
         return None
-    B, dtype = x_t.shape[0], x_t.dtype
+    ptrs = []
+    for p in layer.params:
+        if p is None:
+            ptrs.append(0)
+        elif p.dtype is dtype and p.is_cpu and p.is_contiguous():
+            ptrs.append(p.data_ptr())
+        else:
+            return None
+    B = x_t.shape[0]
     x = x_t if x_t.is_contiguous() else x_t.contiguous()
     ins = [s if s.is_contiguous() else s.contiguous() for s in state]
-    outs = [torch.empty((B, *shape), dtype=dtype) for shape in layer.state_shapes]
-    y = outs[0] if layer.output_is_state else torch.empty(B, layer.out_size, dtype=dtype)
-    width = max(layer.in_size, layer.out_size)
-    buf = np.empty(3 * B * width + B * layer.scratch + layer.scratch_fixed, _NP[dtype])
-    head = _header(B, 1, width, IN_FEATURES, layer.in_size, layer.in_size, layer.out_size)
-    tab = np.array([*head, T_LAYERS + 1, *layer.record(ins, outs)], dtype=np.int64)
+    np_dtype = _NP[dtype]
+    # fresh tensors, each with its own memory (a kept state pins nothing else); numpy allocates faster
+    outs = [torch.from_numpy(np.empty((B, *shape), np_dtype)) for shape in layer.state_shapes]
+    y = outs[0] if layer.output_is_state else torch.from_numpy(np.empty((B, layer.out_size), np_dtype))
+    key = (B, layer.in_size, layer.out_size, layer.sizes)
+    head = _STEP_HEADERS.get(key)
+    if head is None:  # the table up to the addresses depends on these sizes only
+        width = max(layer.in_size, layer.out_size)
+        start = _header(B, 1, width, IN_FEATURES, layer.in_size, layer.in_size, layer.out_size)
+        fields = (T_LAYERS + 1, 0, 0, 0, 0, 0, layer.in_size, layer.out_size, *layer.sizes)
+        head = _STEP_HEADERS[key] = np.array((*start, *fields), dtype=np.int64)
+    n = head.shape[0]
+    tab = np.empty(n + len(ptrs) + 2 * len(outs), dtype=np.int64)
+    tab[:n] = head
+    tab[n:] = (*ptrs, *[t.data_ptr() for t in ins], *[t.data_ptr() for t in outs])
+    buf = np.empty(3 * B * max(key[1], key[2]) + B * layer.scratch + layer.scratch_fixed, np_dtype)
     layer.kernel(tab, buf, x.data_ptr(), 1, y.data_ptr())
     return y, layer.make_state(*outs)
+
+
+_STEP_HEADERS: dict[tuple[Any, ...], np.ndarray] = {}
+"""`kernel_step`'s table heads by `(batch, in_size, out_size, sizes)`: only ever read once made, so
+sharing them between threads is safe."""
 
 
 def layer_step(
@@ -162,11 +185,10 @@ def layer_step(
     Returns:
         `(y_t, state)` as the layer's `step`.
     """
-    with torch.no_grad():
+    out = kernel_step(make(*params), x_t, state)
+    if out is None:
+        params = tuple(p.detach().contiguous() if isinstance(p, Tensor) else p for p in params)
         out = kernel_step(make(*params), x_t, state)
-        if out is None:
-            params = tuple(p.detach().contiguous() if isinstance(p, Tensor) else p for p in params)
-            out = kernel_step(make(*params), x_t, state)
     if out is None:  # pragma: no cover - the callers check dtypes and devices first
         raise ValueError("the streaming kernel needs float32/float64 CPU tensors of one dtype")
     return out
@@ -409,6 +431,9 @@ class _KernelStream(Stream):
             offset += len(rec)
         self._tab = np.array(tab + records, dtype=np.int64)
         self._strides = (tab[T_X_SB], tab[T_X_ST], tab[T_Y_SB], tab[T_Y_ST])  # of one step
+        # what an input the kernel reads as it is looks like (anything else takes the checked path)
+        self._x_dtype = torch.int64 if plan.tokens else dtype
+        self._x_shape = torch.Size((B,) if plan.tokens else (B, plan.in_size))
         self._kernel = layers[0][0].kernel
         self._tensors = tensors
         self._ptrs = tuple(map(_data_ptr, tensors))
@@ -437,20 +462,22 @@ class _KernelStream(Stream):
     def fused(self) -> bool:
         return self._fallback is None
 
-    def _run(self, x: Tensor, steps: int, y: Tensor, sequence: bool) -> None:
+    def _bad_tokens(self, x: Tensor) -> None:
+        vocab = self._plan.in_size
+        raise ValueError(f"stream.push: token ids must be in [0, {vocab}) (the vocabulary), got {x.tolist()}")
+
+    def _run_sequence(self, x: Tensor, y: Tensor) -> None:
+        """`x (B, T[, F])` contiguous through the kernel into `y (B, T, O)`."""
         tab = self._tab
-        if sequence:
-            tab[T_X_SB], tab[T_X_ST] = x.stride(0), x.stride(1)
-            tab[T_Y_SB], tab[T_Y_ST] = y.stride(0), y.stride(1)
+        tab[T_X_SB], tab[T_X_ST] = x.stride(0), x.stride(1)
+        tab[T_Y_SB], tab[T_Y_ST] = y.stride(0), y.stride(1)
         try:
-            status = self._kernel(tab, self._buf, x.data_ptr(), steps, y.data_ptr())
+            status = self._kernel(tab, self._buf, x.data_ptr(), x.shape[1], y.data_ptr())
         finally:
-            if sequence:
-                tab[T_X_SB], tab[T_X_ST], tab[T_Y_SB], tab[T_Y_ST] = self._strides
+            tab[T_X_SB], tab[T_X_ST], tab[T_Y_SB], tab[T_Y_ST] = self._strides
         if status == BAD_TOKEN:
-            vocab = self._plan.in_size
-            raise ValueError(f"stream.push: token ids must be in [0, {vocab}) (the vocabulary), got {x.tolist()}")
-        self.position += steps
+            self._bad_tokens(x)
+        self.position += x.shape[1]
 
     def _enter(self, what: str) -> Stream | None:
         """Take the stream's lock and check the parameters; the unfused stream to delegate to, if any.
@@ -474,15 +501,32 @@ class _KernelStream(Stream):
             )
 
     def push(self, x_t: Tensor) -> Tensor:
-        fallback = self._enter("push")
+        # The per-token path, kept lean: a few attribute reads, then the compiled call.
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError("stream.push: this stream is in use by another thread; give each thread its own")
         try:
-            if fallback is not None:
-                y = fallback.push(x_t)
-                self.position = fallback.position
-                return y
-            x = self._check_input(x_t, 1)
-            self._check_batch(x, "push")
-            self._run(x, 1, self._y, False)
+            if (
+                self._fallback is not None
+                or _Generation.value != self._generation
+                or tuple(map(_data_ptr, self._tensors)) != self._ptrs
+            ):
+                self._revalidate()
+                if self._fallback is not None:
+                    y = self._fallback.push(x_t)
+                    self.position = self._fallback.position
+                    return y
+            if not (
+                x_t.__class__ is Tensor
+                and x_t.dtype is self._x_dtype
+                and x_t.shape == self._x_shape
+                and x_t.is_contiguous()
+                and x_t.is_cpu
+            ):  # the general path: full checks (clear errors), then a contiguous copy of the right dtype
+                x_t = self._check_input(x_t, 1)
+                self._check_batch(x_t, "push")
+            if self._kernel(self._tab, self._buf, x_t.data_ptr(), 1, self._y_addr) != 0:
+                self._bad_tokens(x_t)
+            self.position += 1
             return self._y
         finally:
             self._lock.release()
@@ -498,7 +542,7 @@ class _KernelStream(Stream):
             x = self._check_input(x, 2)
             self._check_batch(x, "push_many")
             y = torch.empty(x.shape[0], x.shape[1], self.output_size, dtype=self._dtype)
-            self._run(x, x.shape[1], y, True)
+            self._run_sequence(x, y)
             return y
         finally:
             self._lock.release()

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .._kernels import KERNEL, _sigmoid, _tanh
+from .._kernels import KERNEL
 from .._numba import njit
 from .._stream_kernels import affine, run_stack, view
 from .._stream_table import LayerKernel
 from ..protocol import LSTMState
+from .numba_scan import _cell_forward
 
 __all__ = ["lstm_layer_kernel", "lstm_stack"]
 
@@ -49,7 +50,10 @@ def lstm_layer(tab, f, x, y, work):  # pragma: no cover - compiled
     c_out = view(tab[f + 10], (B, H), dt)
     zx = work[: B * G].reshape((B, G))
     zh = work[B * G : 2 * B * G].reshape((B, G))
-    pw = work[2 * B * G : 2 * B * G + 3 * H].reshape((3, H))
+    o = 2 * B * G
+    pw = work[o : o + 3 * H].reshape((3, H))
+    hw = work[o + 3 * H : o + 4 * H]
+    cw = work[o + 4 * H : o + 5 * H]
     if peep != 0:
         pw[:] = view(peep, (3, H), dt)
     else:
@@ -57,23 +61,14 @@ def lstm_layer(tab, f, x, y, work):  # pragma: no cover - compiled
     affine(x, w_ih, b_ih, zx)
     affine(h_in, w_hh, b_hh, zh)  # reads all of h before h_out (maybe the same memory) is written
     for b in range(B):
-        a = zx[b]
-        r = zh[b]
-        cb = c_in[b]
-        co = c_out[b]
-        ho = h_out[b]
-        yb = y[b]
-        for j in range(H):
-            cp = cb[j]
-            i = _sigmoid(a[j] + r[j] + pw[0, j] * cp)
-            fg = _sigmoid(a[H + j] + r[H + j] + pw[1, j] * cp)
-            g = _tanh(a[2 * H + j] + r[2 * H + j])
-            cn = fg * cp + i * g
-            o = _sigmoid(a[3 * H + j] + r[3 * H + j] + pw[2, j] * cn)
-            hn = o * _tanh(cn)
-            co[j] = cn
-            ho[j] = hn
-            yb[j] = hn
+        z = zx[b]
+        z += zh[b]
+        cw[:] = c_in[b]
+        # the gates in a loop over few arrays (LLVM vectorises it; over the state's own rows it would not)
+        _cell_forward(z, hw, cw, pw)
+        c_out[b] = cw
+        h_out[b] = hw
+        y[b] = hw
 
 
 @njit(**KERNEL)
@@ -104,5 +99,5 @@ def lstm_layer_kernel(
     H, I = weight_hh.shape[1], weight_ih.shape[1]
     return LayerKernel(
         "lstm", lstm_stack, (weight_ih, weight_hh, bias_ih, bias_hh, weight_peephole), (I, H), I, H,
-        ((H,), (H,)), LSTMState, 8 * H, 3 * H, True,
+        ((H,), (H,)), LSTMState, 8 * H, 5 * H, True,
     )  # fmt: skip

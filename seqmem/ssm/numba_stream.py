@@ -19,6 +19,8 @@ References:
 
 from __future__ import annotations
 
+import numpy as np
+
 from .._kernels import KERNEL, _exp, _like, _sigmoid, _softplus
 from .._numba import njit
 from .._stream_kernels import affine, run_stack, view
@@ -26,6 +28,41 @@ from .._stream_table import LayerKernel
 from ..protocol import SSMState
 
 __all__ = ["ssm_layer_kernel", "ssm_stack"]
+
+
+@njit(**KERNEL)
+def _scan_update(A_log, delta, u, Bm, h, ea):  # pragma: no cover - compiled
+    """`h[d, n] = exp(delta[d] A[d, n]) h[d, n] + (delta[d] B[d, n]) u[d]` in place, `A = -exp(A_log)`;
+    `Bm` is `(d_inner, N)` (LTI) or `(1, N)`, shared by the channels (selective). `ea` is `(N,)` scratch.
+
+    One array read and written at the same index, and a few more read: LLVM vectorises the loops
+    over `N` (a state read from one buffer and written to another that may be the same would not)."""
+    Din, N = h.shape
+    shared = Bm.shape[0] == 1
+    for d in range(Din):
+        dl = delta[d]
+        ud = u[d]
+        al = A_log[d]
+        hd = h[d]
+        bd = Bm[0] if shared else Bm[d]
+        for n in range(N):
+            ea[n] = _exp(dl * -_exp(al[n]))
+        for n in range(N):
+            hd[n] = ea[n] * hd[n] + (dl * bd[n]) * ud
+
+
+@njit(**KERNEL)
+def _silu(v):  # pragma: no cover - compiled
+    """`v = v * sigmoid(v)` in place."""
+    for j in range(v.shape[0]):
+        v[j] = v[j] * _sigmoid(v[j])
+
+
+@njit(**KERNEL)
+def _skip_and_gate(y, Dv, u, z):  # pragma: no cover - compiled
+    """`y = (y + D u) * silu(z)` in place: the skip connection and the gate of the block."""
+    for d in range(y.shape[0]):
+        y[d] = (y[d] + Dv[d] * u[d]) * (z[d] * _sigmoid(z[d]))
 
 
 @njit(**KERNEL)
@@ -54,6 +91,10 @@ def ssm_layer(tab, f, x, y, work):  # pragma: no cover - compiled
     delta = work[o : o + B * Din].reshape((B, Din))
     o += B * Din
     yv = work[o : o + B * Din].reshape((B, Din))
+    o += B * Din
+    ea = work[o : o + N]
+    bt = work[o + N : o + 2 * N].reshape((1, N))
+    ct = work[o + 2 * N : o + 3 * N]
     affine(x, tab[p], tab[p + 1], xz)
     # causal depthwise convolution over [conv state, x_in], then SiLU; the state rolls by one
     cw = view(tab[p + 2], (Din, K), dt)  # conv1d.weight (Din, 1, K)
@@ -75,9 +116,8 @@ def ssm_layer(tab, f, x, y, work):  # pragma: no cover - compiled
                 od[k] = cd[k + 1]
             if K > 1:
                 od[K - 2] = xb[d]
-            if has_cb:
-                acc += cb[d]
-            ub[d] = acc * _sigmoid(acc)
+            ub[d] = acc + cb[d] if has_cb else acc
+        _silu(ub)
     # the step sizes and the input/output matrices of this token
     if selective != 0:
         affine(u, tab[p + 4], 0, dbc)
@@ -94,35 +134,33 @@ def ssm_layer(tab, f, x, y, work):  # pragma: no cover - compiled
             db = delta[b]
             for d in range(Din):
                 db[d] = _softplus(dt_bias[d])
-    # the selective scan's step, the skip connection and the gate
+    # the selective scan's step (in place in the new state), C h, the skip connection and the gate
     A_log = view(tab[p + 10], (Din, N), dt)
     Dv = view(tab[p + 11], (Din,), dt)
     h_in = view(tab[s + 1], (B, Din, N), dt)
     h_out = view(tab[s + 3], (B, Din, N), dt)
     for b in range(B):
-        for d in range(Din):
-            dl = delta[b, d]
-            ud = u[b, d]
-            hi = h_in[b, d]
-            ho = h_out[b, d]
-            al = A_log[d]
-            acc = _like(dl, 0.0)
-            if selective != 0:
-                Bt = dbc[b, R : R + N]
-                Ct = dbc[b, R + N :]
+        h = h_out[b]
+        if tab[s + 1] != tab[s + 3]:
+            h[:] = h_in[b]
+        if selective != 0:
+            bt[0] = dbc[b, R : R + N]
+            ct[:] = dbc[b, R + N :]
+            _scan_update(A_log, delta[b], u[b], bt, h, ea)
+            np.dot(h, ct, yv[b])  # (d_inner, N) @ (N,): C_t . h per channel
+        else:
+            Bm = view(tab[p + 8], (Din, N), dt)
+            Cm = view(tab[p + 9], (Din, N), dt)
+            _scan_update(A_log, delta[b], u[b], Bm, h, ea)
+            yb = yv[b]
+            for d in range(Din):
+                hd = h[d]
+                cd = Cm[d]
+                acc = _like(hd[0], 0.0)
                 for n in range(N):
-                    hv = _exp(dl * -_exp(al[n])) * hi[n] + (dl * Bt[n]) * ud
-                    ho[n] = hv
-                    acc += hv * Ct[n]
-            else:
-                Bm = view(tab[p + 8], (Din, N), dt)[d]
-                Cm = view(tab[p + 9], (Din, N), dt)[d]
-                for n in range(N):
-                    hv = _exp(dl * -_exp(al[n])) * hi[n] + (dl * Bm[n]) * ud
-                    ho[n] = hv
-                    acc += hv * Cm[n]
-            zz = xz[b, Din + d]
-            yv[b, d] = (acc + Dv[d] * ud) * (zz * _sigmoid(zz))
+                    acc += hd[n] * cd[n]
+                yb[d] = acc
+        _skip_and_gate(yv[b], Dv, u[b], xz[b, Din:])
     affine(yv, tab[p + 12], tab[p + 13], y)
 
 
@@ -153,5 +191,5 @@ def ssm_layer_kernel(model: object) -> LayerKernel:
     )  # fmt: skip
     return LayerKernel(
         "ssm", ssm_stack, params, (Din, N, K, R, int(sel)), m.d_model, m.d_model,
-        ((Din, K - 1), (Din, N)), SSMState, 6 * Din + 2 * R + 2 * N, 0, False,
+        ((Din, K - 1), (Din, N)), SSMState, 6 * Din + 2 * R + 2 * N, 3 * N, False,
     )  # fmt: skip
