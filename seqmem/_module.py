@@ -6,13 +6,24 @@ receive inputs already checked, so the equations stay free of validation code.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.util
+from types import ModuleType
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SequenceModule", "check_choice"]
+__all__ = ["SequenceModule", "check_choice", "fused_kernels"]
+
+
+@functools.cache
+def fused_kernels(package: str) -> ModuleType:
+    """A family's fused streaming kernels, `<package>.numba_stream`, imported on first use (so that
+    `import seqmem` imports no numba) and then found in one cached call (per step, an `import`
+    statement would cost more than the lookup)."""
+    return importlib.import_module(".numba_stream", package)
 
 
 def check_choice(what: str, value: Any, choices: tuple[str, ...] | list[str], where: str = "") -> str:

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from .._module import fused_kernels
 from .._recurrent import RecurrentBase, needs_grad
 from .._stream_table import LayerKernel
 from ..protocol import GRUState
@@ -92,16 +93,12 @@ class GRU(RecurrentBase):
     def _stream_layer(self) -> LayerKernel | None:
         if self._backend != "numba":
             return None
-        from .numba_stream import gru_layer_kernel
-
-        return gru_layer_kernel(*self._params(), self.reset_after)
+        return fused_kernels(__package__).gru_layer_kernel(*self._params(), self.reset_after)
 
     def _step(self, x_t: Tensor, state: GRUState) -> tuple[Tensor, GRUState]:
         params = self._params()
         if self._backend == "numba" and not needs_grad(x_t, state.h, *params):  # the fused streaming kernel
-            from .numba_stream import gru_layer_kernel
-
-            return layer_step(gru_layer_kernel, (*params, self.reset_after), x_t, state)
+            return layer_step(fused_kernels(__package__).gru_layer_kernel, (*params, self.reset_after), x_t, state)
         if self._backend == "numba":  # differentiable: the scan's autograd Function, one step
             from .numba_scan import gru_scan_numba
 

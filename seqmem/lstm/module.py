@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .._module import fused_kernels
 from .._recurrent import RecurrentBase, needs_grad
 from .._stream_table import LayerKernel
 from ..protocol import LSTMState
@@ -105,9 +106,7 @@ class LSTM(RecurrentBase):
     def _stream_layer(self) -> LayerKernel | None:
         if self._backend != "numba":
             return None
-        from .numba_stream import lstm_layer_kernel
-
-        return lstm_layer_kernel(*self._params())
+        return fused_kernels(__package__).lstm_layer_kernel(*self._params())
 
     def _step(self, x_t: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
         params = self._params()
@@ -118,9 +117,7 @@ class LSTM(RecurrentBase):
 
             state = lstm_scan_numba(x_t.unsqueeze(1), *params, initial_state=state)[1]
         else:  # the fused streaming kernel, parameters read in place
-            from .numba_stream import lstm_layer_kernel
-
-            return layer_step(lstm_layer_kernel, params, x_t, state)
+            return layer_step(fused_kernels(__package__).lstm_layer_kernel, params, x_t, state)
         return state.h, state
 
     def gates(self, x: Tensor, state: LSTMState | None = None) -> LSTMGates:

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .._module import check_choice
+from .._module import check_choice, fused_kernels
 from .._recurrent import RecurrentBase, needs_grad
 from .._stream_table import LayerKernel
 from ..protocol import RNNState
@@ -88,16 +88,13 @@ class RNN(RecurrentBase):
     def _stream_layer(self) -> LayerKernel | None:
         if self._backend != "numba":
             return None
-        from .numba_stream import rnn_layer_kernel
-
-        return rnn_layer_kernel(*self._params(), self.nonlinearity == "relu")
+        return fused_kernels(__package__).rnn_layer_kernel(*self._params(), self.nonlinearity == "relu")
 
     def _step(self, x_t: Tensor, state: RNNState) -> tuple[Tensor, RNNState]:
         params = self._params()
         if self._backend == "numba" and not needs_grad(x_t, state.h, *params):  # the fused streaming kernel
-            from .numba_stream import rnn_layer_kernel
-
-            return layer_step(rnn_layer_kernel, (*params, self.nonlinearity == "relu"), x_t, state)
+            make = fused_kernels(__package__).rnn_layer_kernel
+            return layer_step(make, (*params, self.nonlinearity == "relu"), x_t, state)
         if self._backend == "numba":  # differentiable: the scan's autograd Function, one step
             from .numba_scan import rnn_scan_numba
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from .._module import SequenceModule, _check_positive_int
+from .._module import SequenceModule, _check_positive_int, fused_kernels
 from .._stream_table import LayerKernel
 from ..protocol import SSMState
 from ..stream import kernel_step
@@ -313,9 +313,7 @@ class SelectiveSSM(SequenceModule):
     def _stream_layer(self) -> LayerKernel | None:
         if self._backend != "numba":
             return None
-        from .numba_stream import ssm_layer_kernel
-
-        return ssm_layer_kernel(self)
+        return fused_kernels(__package__).ssm_layer_kernel(self)
 
     def _step(self, x_t: Tensor, state: SSMState) -> tuple[Tensor, SSMState]:
         # x_t: (B, d_model)
