@@ -43,14 +43,13 @@ class _CausalSelfAttention(nn.Module):
     def forward_into(self, x: Tensor, k_buf: Tensor, v_buf: Tensor, t0: int, cos: Tensor, sin: Tensor) -> Tensor:
         """`forward` with the cache kept in buffers `(B, nh, capacity, hs)` whose first `t0` positions
         hold the past: the new keys and values are written at `t0 .. t0+T-1` (no concatenation)."""
-        T = x.shape[1]
-        q, k, v = rearrange(
-            self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.n_heads
-        )  # (B, nh, T, hs) each
+        B, T, C = x.shape
+        # (views, not einops: this runs once per token when streaming, where every op's overhead counts)
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)  # (B, nh, T, hs)
         k_buf[:, :, t0 : t0 + T] = apply_rotary(k, cos, sin)
         v_buf[:, :, t0 : t0 + T] = v
         y = causal_attention(apply_rotary(q, cos, sin), k_buf[:, :, : t0 + T], v_buf[:, :, : t0 + T])
-        return self.out_proj(rearrange(y, "b h t d -> b t (h d)"))  # (B, T, C)
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, C))  # (B, nh, T, hs) -> (B, T, C)
 
 
 class _MLP(nn.Module):
@@ -273,11 +272,16 @@ class CausalTransformer(SequenceModule):
         y = self.norm_out(h)  # (B, T, C)
         return y, KVCache(torch.stack(ks), torch.stack(vs))  # (L, B, nh, t0+T, hs)
 
-    def _forward_into(self, x: Tensor, k_buf: Tensor, v_buf: Tensor, t0: int) -> Tensor:
+    def _forward_into(
+        self, x: Tensor, k_buf: Tensor, v_buf: Tensor, t0: int, rotary: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
         """The stack over `x (B, T, C)` at positions `t0 ..`, the cache in buffers
-        `(n_layers, B, nh, capacity, hs)` (the first `t0` positions filled; `T` more are written)."""
-        positions = torch.arange(t0, t0 + x.shape[1], device=x.device)  # (T,)
-        cos, sin = rotary_cos_sin(positions, self.head_dim, self.rope_base, dtype=x.dtype)  # (T, hs/2)
+        `(n_layers, B, nh, capacity, hs)` (the first `t0` positions filled; `T` more are written).
+        `rotary`: the `(cos, sin)` of these positions, `(T, hs/2)` each, if the caller has them."""
+        if rotary is None:
+            positions = torch.arange(t0, t0 + x.shape[1], device=x.device)  # (T,)
+            rotary = rotary_cos_sin(positions, self.head_dim, self.rope_base, dtype=x.dtype)  # (T, hs/2)
+        cos, sin = rotary
         h = x
         for layer, block in enumerate(self.blocks):
             h = block.forward_into(h, k_buf[layer], v_buf[layer], t0, cos, sin)  # (B, T, C)

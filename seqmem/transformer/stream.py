@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..protocol import KVCache
 from ..stream import Stream, _adopt_state
+from .reference import rotary_cos_sin
 
 __all__ = ["KVStream"]
 
@@ -59,6 +60,14 @@ class KVStream(Stream):
         k[:, :, :, :t] = self._k[:, :, :, :t]
         v[:, :, :, :t] = self._v[:, :, :, :t]
         self._k, self._v = k, v
+        self._rotary = self._angles(cap)
+
+    def _angles(self, capacity: int) -> tuple[Tensor, Tensor]:
+        """The rotary `(cos, sin)` of positions `0 .. capacity - 1`, `(capacity, hs/2)` each (computed
+        once per growth of the buffers, not per token)."""
+        m, ref = self._model, self._model.norm_out.weight
+        positions = torch.arange(capacity, device=ref.device)
+        return rotary_cos_sin(positions, m.head_dim, m.rope_base, dtype=ref.dtype)
 
     def _advance(self, x: Tensor) -> Tensor:
         """`x (B, T, C)` through the stack; returns `(B, T, C)`."""
@@ -68,8 +77,9 @@ class KVStream(Stream):
             )
         t0, T = self.position, x.shape[1]
         self._ensure(t0 + T)
+        cos, sin = self._rotary
         with torch.no_grad():
-            y = self._model._forward_into(x, self._k, self._v, t0)
+            y = self._model._forward_into(x, self._k, self._v, t0, (cos[t0 : t0 + T], sin[t0 : t0 + T]))
         self.position = t0 + T
         return y
 
@@ -88,6 +98,7 @@ class KVStream(Stream):
 
     def reset(self, state: KVCache | None = None) -> None:
         self._k, self._v = self._alloc(self._capacity0)
+        self._rotary = self._angles(self._capacity0)
         self.position = 0
         if state is None:
             return
