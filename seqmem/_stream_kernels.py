@@ -71,10 +71,11 @@ if numba.config.DISABLE_JIT:  # plain Python: views through ctypes
     def view(addr, shape, dt):
         """The memory at `addr` as a C-contiguous array of `shape` and dtype `dt` (no copy)."""
         dt = np.dtype(dt)
+        shape = tuple(int(s) for s in shape)
         n = math.prod(shape)
         if n == 0:
             return np.empty(shape, dt)
-        raw = (ctypes.c_char * (n * dt.itemsize)).from_address(addr)
+        raw = (ctypes.c_char * (n * dt.itemsize)).from_address(int(addr))
         return np.frombuffer(raw, dtype=dt, count=n).reshape(shape)
 
     def bits_to_float(bits):
