@@ -274,12 +274,23 @@ def _matmul(w, w_t, a, out):  # pragma: no cover - compiled
 
 @njit(**_JIT)
 def _transpose_into(src, dst):  # pragma: no cover - compiled
-    """`dst[j, b] = src[b, j]` for `src` (B, N) (rows may be strided) and `dst` (N, B)."""
-    B, N = src.shape
-    for b in range(B):
-        row = src[b]
+    """`dst = src.T` for `src` (M, N), `dst` (N, M), going along the rows of `src`: for a `src` whose rows
+    lie far apart in memory (a time step of a batch-first array) and a small `dst`."""
+    M, N = src.shape
+    for i in range(M):
+        row = src[i]
         for j in range(N):
-            dst[j, b] = row[j]
+            dst[j, i] = row[j]
+
+
+@njit(**_JIT)
+def _transpose_onto(src, dst):  # pragma: no cover - compiled
+    """`dst = src.T` as `_transpose_into`, going along the rows of `dst` (far apart in memory)."""
+    M, N = dst.shape
+    for i in range(M):
+        row = dst[i]
+        for j in range(N):
+            row[j] = src[j, i]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -311,22 +322,20 @@ def _lstm_forward(x, w, w_t, gx, peep, h0, c0, y, h_n, c_n, acts, cs):  # pragma
     _transpose_into(c0, cT)
     if K > H:
         s[H + I] = 1.0
-    hf, cf, zf, pf = hT.ravel(), cT.ravel(), z.ravel(), peep.ravel()
+    hf, cf, pf = hT.ravel(), cT.ravel(), peep.ravel()
     save = acts.shape[0] > 0
     for t in range(T):
+        zt = acts[t] if save else z  # the gate activations are what the backward keeps
+        zf = zt.ravel()
         if gx.shape[0] == 0:
             _transpose_into(x[:, t], s[H : H + I])
-            np.dot(w, s, z)  # (4H, B): [W_hh | W_ih | b] [h_{t-1}; x_t; 1]
+            np.dot(w, s, zt)  # (4H, B): [W_hh | W_ih | b] [h_{t-1}; x_t; 1]
         else:
             zf[:] = gx[t]
             _gemv_acc(w_t, hf, zf)  # B = 1: z += W_hh h_{t-1}
         _gates_forward(zf, pf, hf, cf)
-        for b in range(B):
-            yb = y[b, t]
-            for j in range(H):
-                yb[j] = hT[j, b]
+        _transpose_onto(hT, y[:, t])
         if save:
-            acts[t] = z
             cs[t] = cT
     _transpose_into(hT, h_n)
     _transpose_into(cT, c_n)
@@ -362,12 +371,12 @@ def _lstm_backward(gy, gh_n, gc_n, c0, w, w_t, peep, acts, cs, dz_all, dx, dh0, 
         _transpose_into(gy[:, t], gyT)
         cp = cs[t - 1].ravel() if t > 0 else c0T.ravel()
         _gates_backward(acts[t].ravel(), cs[t].ravel(), cp, pf, gyf, dhf, dcf, dzf, dpf)
-        dz_all[:, t] = dz
+        for j in range(G):
+            row, src = dz_all[j, t], dz[j]
+            for b in range(B):
+                row[b] = src[b]
         _matmul(w, w_t, dz, r)  # (H + I, B): [W_hh | W_ih]^T dz_t
-        for b in range(B):
-            dxb = dx[b, t]
-            for i in range(dxb.shape[0]):
-                dxb[i] = r[H + i, b]
+        _transpose_onto(r[H:], dx[:, t])
     _transpose_into(dhT, dh0)
     _transpose_into(dcT, dc0)
 
@@ -469,16 +478,15 @@ def _forward(
             gx = np.empty((0, 0), dtype)
             ones = bias if bias is not None else w_hh.new_zeros(G)
             w = torch.cat((w_hh, w_ih, ones.unsqueeze(1)), dim=1).numpy()  # (4H, H + I + 1)
-    y = torch.empty(B, T, H, dtype=x.dtype)
-    h_n = torch.empty(B, H, dtype=x.dtype)
-    c_n = torch.empty(B, H, dtype=x.dtype)
+    # numpy's large allocations ask for huge pages: a third of the page-fault time of torch.empty's
+    y = np.empty((B, T, H), dtype)
+    h_n = np.empty((B, H), dtype)
+    c_n = np.empty((B, H), dtype)
     acts = np.empty((T if save else 0, G, B), dtype)
     cs = np.empty((T if save else 0, H, B), dtype)
-    _lstm_forward(
-        xn, w, np.ascontiguousarray(w.T), gx, _broadcast(peephole, 3 * H, B, dtype), _np(h0), _np(c0),
-        y.numpy(), h_n.numpy(), c_n.numpy(), acts, cs,
-    )  # fmt: skip
-    return y, h_n, c_n, (acts, cs)
+    w_t = np.ascontiguousarray(w.T) if B == 1 else w[:0]
+    _lstm_forward(xn, w, w_t, gx, _broadcast(peephole, 3 * H, B, dtype), _np(h0), _np(c0), y, h_n, c_n, acts, cs)
+    return torch.from_numpy(y), torch.from_numpy(h_n), torch.from_numpy(c_n), (acts, cs)
 
 
 class _LSTMScan(torch.autograd.Function):
@@ -507,17 +515,16 @@ class _LSTMScan(torch.autograd.Function):
         G, H = weight_hh.shape
         dtype = acts.dtype
         w_t = torch.cat((weight_hh.detach(), weight_ih.detach()), dim=1).numpy()  # (4H, H + I)
-        dz = torch.empty(G, T, B, dtype=x.dtype)
-        dx = torch.empty(B, T, I, dtype=x.dtype)
-        dh0 = torch.empty(B, H, dtype=x.dtype)
-        dc0 = torch.empty(B, H, dtype=x.dtype)
+        dz = np.empty((G, T, B), dtype)
+        dx = np.empty((B, T, I), dtype)
+        dh0 = np.empty((B, H), dtype)
+        dc0 = np.empty((B, H), dtype)
         dpeep = np.empty((3 * H if weight_peephole is not None else 0, B), dtype)
         _lstm_backward(
             _np(gy), _np(gh_n), _np(gc_n), _np(c0), np.ascontiguousarray(w_t.T), w_t,
-            _broadcast(weight_peephole, 3 * H, B, dtype), acts, cs, dz.numpy(), dx.numpy(), dh0.numpy(),
-            dc0.numpy(), dpeep,
+            _broadcast(weight_peephole, 3 * H, B, dtype), acts, cs, dz, dx, dh0, dc0, dpeep,
         )  # fmt: skip
-        dz2 = dz.view(G, T * B)  # columns in (t, b) order
+        dz2 = torch.from_numpy(dz).view(G, T * B)  # columns in (t, b) order
         need = ctx.needs_input_grad
         d_wih = dz2 @ x.detach().transpose(0, 1).reshape(T * B, I) if need[1] else None
         d_whh = None
@@ -526,7 +533,8 @@ class _LSTMScan(torch.autograd.Function):
             d_whh = dz2 @ h_prev.reshape(T * B, H)  # (4H, H)
         d_bias = dz2.sum(1) if ctx.has_bias and need[3] else None
         d_peep = torch.from_numpy(dpeep.reshape(3, H, B).sum(-1)) if weight_peephole is not None and need[4] else None
-        return dx, d_wih, d_whh, d_bias, d_peep, dh0, dc0
+        t = torch.from_numpy
+        return t(dx), d_wih, d_whh, d_bias, d_peep, t(dh0), t(dc0)
 
 
 # ----------------------------------------------------------------------------------------------------
