@@ -476,8 +476,8 @@ def _forward(
             w = _np(w_hh)
         else:
             gx = np.empty((0, 0), dtype)
-            ones = bias if bias is not None else w_hh.new_zeros(G)
-            w = torch.cat((w_hh, w_ih, ones.unsqueeze(1)), dim=1).numpy()  # (4H, H + I + 1)
+            b = bias if bias is not None else w_hh.new_zeros(G)
+            w = torch.cat((w_hh, w_ih, b.unsqueeze(1)), dim=1).numpy()  # (4H, H + I + 1): [W_hh | W_ih | b]
     # numpy's large allocations ask for huge pages: a third of the page-fault time of torch.empty's
     y = np.empty((B, T, H), dtype)
     h_n = np.empty((B, H), dtype)
