@@ -78,7 +78,7 @@ from torch.autograd.function import once_differentiable
 
 from .._kernels import KERNEL as _JIT
 from .._kernels import NP_DTYPES as _NP_DTYPES
-from .._kernels import _check_recurrent_args, _like, _needs_grad, _np, _sigmoid, _tanh
+from .._kernels import _check_recurrent_args, _empty, _like, _needs_grad, _np, _sigmoid, _tanh
 from .._numba import intrinsic, njit, numba
 from ..protocol import LSTMState
 
@@ -478,15 +478,15 @@ def _forward(
             gx = np.empty((0, 0), dtype)
             b = bias if bias is not None else w_hh.new_zeros(G)
             w = torch.cat((w_hh, w_ih, b.unsqueeze(1)), dim=1).numpy()  # (4H, H + I + 1): [W_hh | W_ih | b]
-    # numpy's large allocations ask for huge pages: a third of the page-fault time of torch.empty's
-    y = np.empty((B, T, H), dtype)
-    h_n = np.empty((B, H), dtype)
-    c_n = np.empty((B, H), dtype)
-    acts = np.empty((T if save else 0, G, B), dtype)
-    cs = np.empty((T if save else 0, H, B), dtype)
+    y, h_n, c_n = _empty((B, T, H), x.dtype), _empty((B, H), x.dtype), _empty((B, H), x.dtype)
+    acts = _empty((T if save else 0, G, B), x.dtype).numpy()
+    cs = _empty((T if save else 0, H, B), x.dtype).numpy()
     w_t = np.ascontiguousarray(w.T) if B == 1 else w[:0]
-    _lstm_forward(xn, w, w_t, gx, _broadcast(peephole, 3 * H, B, dtype), _np(h0), _np(c0), y, h_n, c_n, acts, cs)
-    return torch.from_numpy(y), torch.from_numpy(h_n), torch.from_numpy(c_n), (acts, cs)
+    _lstm_forward(
+        xn, w, w_t, gx, _broadcast(peephole, 3 * H, B, dtype), _np(h0), _np(c0), y.numpy(), h_n.numpy(),
+        c_n.numpy(), acts, cs,
+    )  # fmt: skip
+    return y, h_n, c_n, (acts, cs)
 
 
 class _LSTMScan(torch.autograd.Function):
@@ -515,16 +515,15 @@ class _LSTMScan(torch.autograd.Function):
         G, H = weight_hh.shape
         dtype = acts.dtype
         w_t = torch.cat((weight_hh.detach(), weight_ih.detach()), dim=1).numpy()  # (4H, H + I)
-        dz = np.empty((G, T, B), dtype)
-        dx = np.empty((B, T, I), dtype)
-        dh0 = np.empty((B, H), dtype)
-        dc0 = np.empty((B, H), dtype)
+        dz, dx = _empty((G, T, B), x.dtype), _empty((B, T, I), x.dtype)
+        dh0, dc0 = _empty((B, H), x.dtype), _empty((B, H), x.dtype)
         dpeep = np.empty((3 * H if weight_peephole is not None else 0, B), dtype)
         _lstm_backward(
             _np(gy), _np(gh_n), _np(gc_n), _np(c0), np.ascontiguousarray(w_t.T), w_t,
-            _broadcast(weight_peephole, 3 * H, B, dtype), acts, cs, dz, dx, dh0, dc0, dpeep,
+            _broadcast(weight_peephole, 3 * H, B, dtype), acts, cs, dz.numpy(), dx.numpy(), dh0.numpy(),
+            dc0.numpy(), dpeep,
         )  # fmt: skip
-        dz2 = torch.from_numpy(dz).view(G, T * B)  # columns in (t, b) order
+        dz2 = dz.view(G, T * B)  # columns in (t, b) order
         need = ctx.needs_input_grad
         d_wih = dz2 @ x.detach().transpose(0, 1).reshape(T * B, I) if need[1] else None
         d_whh = None
@@ -533,8 +532,7 @@ class _LSTMScan(torch.autograd.Function):
             d_whh = dz2 @ h_prev.reshape(T * B, H)  # (4H, H)
         d_bias = dz2.sum(1) if ctx.has_bias and need[3] else None
         d_peep = torch.from_numpy(dpeep.reshape(3, H, B).sum(-1)) if weight_peephole is not None and need[4] else None
-        t = torch.from_numpy
-        return t(dx), d_wih, d_whh, d_bias, d_peep, t(dh0), t(dc0)
+        return dx, d_wih, d_whh, d_bias, d_peep, dh0, dc0
 
 
 # ----------------------------------------------------------------------------------------------------
