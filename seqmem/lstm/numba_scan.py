@@ -33,10 +33,12 @@ gradient reaching $h_t, c_t$ from step $t+1$; at the start $\hat h = \bar h_T$, 
     dw_ci += sum_b dz^i * c_{t-1};  dw_cf += sum_b dz^f * c_{t-1};  dw_co += sum_b dz^o * c_t
 
 and after the loop $\partial L/\partial h_0 = \hat h$, $\partial L/\partial c_0 = \hat c$. The kernel
-computes $[\hat h; \partial L/\partial x_t] = [W_{hh} \mid W_{ih}]^\top dz_t$ per step, one BLAS product
-for the batch, and keeps every $dz_t$; the weight gradients are then one matrix product each over all
-steps and sequences, done by torch: $\partial L/\partial W_{hh} = \sum_t dz_t h_{t-1}^\top$,
-$\partial L/\partial W_{ih} = \sum_t dz_t x_t^\top$, $\partial L/\partial b = \sum_t dz_t$.
+computes $\hat h \leftarrow W_{hh}^\top dz_t$ per step, one BLAS product for the batch, and keeps every
+$dz_t$ (batch-first); the gradients of the inputs and weights are then one matrix product each over all
+steps and sequences, done by torch: $\partial L/\partial x_t = W_{ih}^\top dz_t$,
+$\partial L/\partial W_{hh} = \sum_t dz_t h_{t-1}^\top$, $\partial L/\partial W_{ih} = \sum_t dz_t x_t^\top$,
+$\partial L/\partial b = \sum_t dz_t$ (measured faster than adding $W_{ih}^\top dz_t$ to the per-step
+product: a large product and no transposes).
 
 Kernel notes (measured on the development machine, a 2-core AMD EPYC (Zen 4) with AVX-512):
 
@@ -342,22 +344,21 @@ def _lstm_forward(x, w, w_t, gx, peep, h0, c0, y, h_n, c_n, acts, cs):  # pragma
 
 
 @njit(**_JIT)
-def _lstm_backward(gy, gh_n, gc_n, c0, w, w_t, peep, acts, cs, dz_all, dx, dh0, dc0, dpeep):  # pragma: no cover
+def _lstm_backward(gy, gh_n, gc_n, c0, w, w_t, peep, acts, cs, dz_all, dh0, dc0, dpeep):  # pragma: no cover
     """BPTT through the scan `_lstm_forward` saved (`acts`, `cs`), feature-major as it.
 
-    `gy` (B, T, H), `gh_n`, `gc_n` (B, H): gradients of the outputs; `c0` (B, H); `w` = `[W_hh | W_ih]^T`
-    (H + I, 4H) and `w_t` its transpose; `peep` (3H, B) or empty. Per step: the cells, then one BLAS
-    product `w dz_t` = `[dh_{t-1}; dx_t]` (H + I, B) for the whole batch.
+    `gy` (B, T, H), `gh_n`, `gc_n` (B, H): gradients of the outputs; `c0` (B, H); `w` = `W_hh^T` (H, 4H)
+    and `w_t` = `W_hh` (4H, H); `peep` (3H, B) or empty. Per step: the cells, then one BLAS product
+    `W_hh^T dz_t` (H, B) for the whole batch.
 
-    Writes `dz_all` (4H, T, B) (the gradient of the pre-activations, laid out so that the weight
-    gradients are one matrix product each), `dx` (B, T, I), `dh0`, `dc0` (B, H) and, with peepholes, their
-    gradient per batch column into `dpeep` (3H, B).
+    Writes `dz_all` (B, T, 4H) (the gradient of the pre-activations, batch-first like the input, so that
+    the gradients of `x` and of the weights are plain matrix products of it), `dh0`, `dc0` (B, H) and, with
+    peepholes, their gradient per batch column into `dpeep` (3H, B).
     """
     B, T, H = gy.shape
     G = 4 * H
     dt = gy.dtype
-    r = np.empty((w.shape[0], B), dt)  # [dh; dx_t]
-    dhT = r[:H]
+    dhT = np.empty((H, B), dt)
     dcT = np.empty((H, B), dt)
     gyT = np.empty((H, B), dt)
     c0T = np.empty((H, B), dt)
@@ -371,12 +372,8 @@ def _lstm_backward(gy, gh_n, gc_n, c0, w, w_t, peep, acts, cs, dz_all, dx, dh0, 
         _transpose_into(gy[:, t], gyT)
         cp = cs[t - 1].ravel() if t > 0 else c0T.ravel()
         _gates_backward(acts[t].ravel(), cs[t].ravel(), cp, pf, gyf, dhf, dcf, dzf, dpf)
-        for j in range(G):
-            row, src = dz_all[j, t], dz[j]
-            for b in range(B):
-                row[b] = src[b]
-        _matmul(w, w_t, dz, r)  # (H + I, B): [W_hh | W_ih]^T dz_t
-        _transpose_onto(r[H:], dx[:, t])
+        _transpose_onto(dz, dz_all[:, t])
+        _matmul(w, w_t, dz, dhT)  # (H, B): W_hh^T dz_t, the gradient reaching h_{t-1}
     _transpose_into(dhT, dh0)
     _transpose_into(dcT, dc0)
 
@@ -494,8 +491,8 @@ class _LSTMScan(torch.autograd.Function):
 
     Inputs: `x` (B, T, I), `weight_ih` (4H, I), `weight_hh` (4H, H), `bias` (4H,) (`b_ih + b_hh`) or
     `None`, `weight_peephole` (3, H) or `None`, `h0`, `c0` (B, H). Outputs: `y` (B, T, H), `h_n`, `c_n`
-    (B, H). The backward kernel gives the gradients of the pre-activations, `dz` (4H, T, B), of `x` and of
-    the initial state; the weight gradients are one matrix product each, done by torch after it.
+    (B, H). The backward kernel gives the gradients of the pre-activations, `dz` (B, T, 4H), and of the
+    initial state; those of `x` and the weights are one matrix product each, done by torch after it.
     """
 
     @staticmethod
@@ -514,23 +511,22 @@ class _LSTMScan(torch.autograd.Function):
         B, T, I = x.shape
         G, H = weight_hh.shape
         dtype = acts.dtype
-        w_t = torch.cat((weight_hh.detach(), weight_ih.detach()), dim=1).numpy()  # (4H, H + I)
-        dz, dx = _empty((G, T, B), x.dtype), _empty((B, T, I), x.dtype)
-        dh0, dc0 = _empty((B, H), x.dtype), _empty((B, H), x.dtype)
+        w_hh = _np(weight_hh)
+        dz, dh0, dc0 = _empty((B, T, G), x.dtype), _empty((B, H), x.dtype), _empty((B, H), x.dtype)
         dpeep = np.empty((3 * H if weight_peephole is not None else 0, B), dtype)
         _lstm_backward(
-            _np(gy), _np(gh_n), _np(gc_n), _np(c0), np.ascontiguousarray(w_t.T), w_t,
-            _broadcast(weight_peephole, 3 * H, B, dtype), acts, cs, dz.numpy(), dx.numpy(), dh0.numpy(),
-            dc0.numpy(), dpeep,
+            _np(gy), _np(gh_n), _np(gc_n), _np(c0), np.ascontiguousarray(w_hh.T), w_hh,
+            _broadcast(weight_peephole, 3 * H, B, dtype), acts, cs, dz.numpy(), dh0.numpy(), dc0.numpy(), dpeep,
         )  # fmt: skip
-        dz2 = dz.view(G, T * B)  # columns in (t, b) order
+        dz2 = dz.view(B * T, G)
         need = ctx.needs_input_grad
-        d_wih = dz2 @ x.detach().transpose(0, 1).reshape(T * B, I) if need[1] else None
+        dx = (dz2 @ weight_ih.detach()).view(B, T, I) if need[0] else None
+        d_wih = dz2.t() @ x.detach().reshape(B * T, I) if need[1] else None
         d_whh = None
         if need[2]:
-            h_prev = torch.cat((h0.detach().unsqueeze(0), y.transpose(0, 1)[:-1]), dim=0)  # (T, B, H): h_{t-1}
-            d_whh = dz2 @ h_prev.reshape(T * B, H)  # (4H, H)
-        d_bias = dz2.sum(1) if ctx.has_bias and need[3] else None
+            h_prev = torch.cat((h0.detach().unsqueeze(1), y[:, :-1]), dim=1)  # (B, T, H): h_{t-1}
+            d_whh = dz2.t() @ h_prev.reshape(B * T, H)  # (4H, H)
+        d_bias = dz2.sum(0) if ctx.has_bias and need[3] else None
         d_peep = torch.from_numpy(dpeep.reshape(3, H, B).sum(-1)) if weight_peephole is not None and need[4] else None
         return dx, d_wih, d_whh, d_bias, d_peep, dh0, dc0
 
