@@ -271,8 +271,8 @@ def compare_command(
         Path, typer.Option(file_okay=False, help=f"Output directory: {RESULTS_FILE} (resumable) and a plot.")
     ] = Path("runs/compare"),
     backend: Annotated[
-        str, typer.Option(help="Backend: torch, or numba for the models that have it (the others use torch).")
-    ] = "torch",
+        str, typer.Option(help="Backend: auto (numba where a model has kernels, else torch), torch, or numba.")
+    ] = "auto",
     executor: Annotated[
         str,
         typer.Option(help="Where runs train: local (this process; a process pool with --jobs > 1), inline, "
@@ -314,7 +314,7 @@ def compare_command(
         raise typer.BadParameter(f"must be a positive number, got {lr}", param_hint="--lr")
     lr_grid = _floats(lrs, "--lrs") if lrs is not None else None
     model_list = _models(models, "--models")
-    known_backends = sorted({"torch", *(b for spec in [*list_models(), *model_list] for b in spec.backends)})
+    known_backends = sorted({"auto", "torch", *(b for spec in [*list_models(), *model_list] for b in spec.backends)})
     if backend not in known_backends:
         raise typer.BadParameter(
             f"unknown backend {backend!r}; choose from {', '.join(known_backends)}", param_hint="--backend"
