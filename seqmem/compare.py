@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._defaults import DEFAULTS
 from ._threads import threads as thread_limit
 from .executors import Executor, RayExecutor, make_executor
 from .network import ModelRef, size_for_budget
@@ -60,22 +61,6 @@ __all__ = [
     "run_id",
     "summarize",
 ]
-
-DEFAULTS: dict[str, Any] = {
-    "task": "xor-echo",
-    "models": ("rnn", "lstm", "gru", "transformer", "mamba"),
-    "seq_lens": (5, 10, 20, 40),
-    "seeds": (0,),
-    "steps": 800,
-    "params": 20_000,
-    "batch_size": 64,
-    "lr": 1e-2,
-    "weight_decay": 0.01,
-    "clip": 1.0,
-    "eval_batches": 8,
-}
-"""The defaults of `compare` and `seqmem compare`, sized so the default sweep (xor-echo, 5 models x
-4 lengths) runs in minutes on two CPU cores."""
 
 
 class SweepError(RuntimeError):
