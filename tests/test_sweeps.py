@@ -306,7 +306,8 @@ def test_a_results_file_written_before_runspec_keeps_resuming_and_reporting(tmp_
         raise AssertionError("every run of these sweeps is in the file already")
 
     monkeypatch.setattr(compare_mod, "execute_run", no_training)
-    tiny = {"steps": 3, "params": 2000, "eval_batches": 1, "out": tmp_path, "plot": False}
+    # the same sweeps as then; the default backend was "torch" (now "auto"), so it is given
+    tiny = {"steps": 3, "params": 2000, "eval_batches": 1, "out": tmp_path, "plot": False, "backend": "torch"}
     grid = compare("xor-echo", ["rnn", "gru"], [4, 6], [0, 1], lrs=[1e-2, 3e-3], **tiny)
     trunc = compare("adding", ["lstm"], [5], [0], tbptt=2, **tiny)
     assert len(grid) == 16 and len(trunc) == 1 and trunc[0]["tbptt"] == 2
