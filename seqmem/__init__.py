@@ -12,6 +12,7 @@ from . import diagnostics, tasks
 from .compare import compare
 from .gru import GRU
 from .io import load, save
+from .linear_attention import LinearAttention, LinearAttentionState
 from .lstm import LSTM, LSTMGates
 from .network import SequenceNetwork, size_for_budget
 from .protocol import (
@@ -51,6 +52,8 @@ __all__ = [
     "KVCache",
     "LSTMGates",
     "LSTMState",
+    "LinearAttention",
+    "LinearAttentionState",
     "ModelSpec",
     "RNNState",
     "SSMState",
