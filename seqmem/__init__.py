@@ -14,6 +14,7 @@ from .gru import GRU
 from .io import load, save
 from .linear_attention import LinearAttention, LinearAttentionState
 from .lstm import LSTM, LSTMGates
+from .mlstm import MLSTM, MLSTMState
 from .network import SequenceNetwork, size_for_budget
 from .protocol import (
     GRUState,
@@ -46,6 +47,7 @@ from .transformer import CausalTransformer
 __all__ = [
     "GRU",
     "LSTM",
+    "MLSTM",
     "RNN",
     "CausalTransformer",
     "GRUState",
@@ -54,6 +56,7 @@ __all__ = [
     "LSTMState",
     "LinearAttention",
     "LinearAttentionState",
+    "MLSTMState",
     "ModelSpec",
     "RNNState",
     "SSMState",

@@ -15,6 +15,7 @@ from seqmem.linear_attention.chunk import linear_attention_chunk
 from seqmem.linear_attention.parallel import decay_mask, linear_attention_parallel
 from seqmem.linear_attention.reference import elu_feature_map, linear_attention_recurrent, linear_attention_step
 from seqmem.testing import assert_close, check_sequence_model, random_sequence
+from tests.family_helpers import assert_forward_equals_steps, perturbed
 
 F64 = torch.float64
 
@@ -206,14 +207,7 @@ def test_step_matches_one_position_of_the_loop() -> None:
 
 # ---------------------------------------------------------------------- the module
 def make(seed: int, **kwargs) -> LinearAttention:
-    """A float64 model with every parameter perturbed off its initial value (norms, biases included)."""
-    torch.manual_seed(seed)
-    model = LinearAttention(**kwargs).double()
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=gen, dtype=F64))
-    return model
+    return perturbed(LinearAttention, seed, **kwargs)
 
 
 VARIANTS = {
@@ -238,14 +232,7 @@ def test_module_forward_equals_step_loop_across_chunks(variant: str) -> None:
     model = make(1, d_model=8, n_heads=2, n_layers=2, chunk_size=4, **VARIANTS[variant])
     x = random_sequence(3, 19, 8, dtype=F64, seed=2)
     _, state0 = model(random_sequence(3, 5, 8, dtype=F64, seed=3))
-    y, final = model(x, state0)
-    state, ys = state0, []
-    for t in range(x.shape[1]):
-        y_t, state = model.step(x[:, t], state)
-        ys.append(y_t)
-    assert_close("y", y, torch.stack(ys, 1))
-    assert_close("S", final.S, state.S)
-    assert_close("z", final.z, state.z)
+    assert_forward_equals_steps(model, x, state0)
 
 
 def test_chunk_size_does_not_change_the_function() -> None:
