@@ -203,7 +203,8 @@ def attention() -> bytes:
             for t in ts:
                 _, state = model(torch.randn(1, t, W))
                 sizes.append(seqmem.state_nbytes(state))
-        ax_s.loglog(ts, sizes, marker="o", ms=3, color=COLORS[k], label=name)
+        color = seqmem.model_spec(name).color or COLORS[k % len(COLORS)]  # more models than COLORS
+        ax_s.loglog(ts, sizes, marker="o", ms=3, color=color, label=name)
     ax_s.set(xlabel="tokens seen t", ylabel="state_nbytes(state) per sequence",
              title=f"memory carried between steps (width {W}, float32)")
     ax_s.legend(fontsize=8)
