@@ -34,8 +34,8 @@ def _configure(width: int, kwargs: dict[str, Any]) -> dict[str, Any]:
 def _configs(retention: bool) -> Any:
     def configs(max_size: int) -> Any:
         """Sizes (heads 1-2, d_k and d_v 1-3, any d_model), depth, chunk size 1-8 (so the chunkwise form
-        runs on drawn lengths), bias, and for `linear-attention` every variant flag: feature map,
-        normaliser, decay (none, multiscale, one float, one per head), gate, group norm."""
+        runs on drawn lengths; no size above `max_size`), bias, and for `linear-attention` every variant
+        flag: feature map, normaliser, decay (none, multiscale, one float, one per head), gate, group norm."""
         from hypothesis import strategies as st
 
         @st.composite
@@ -44,11 +44,11 @@ def _configs(retention: bool) -> Any:
             kwargs: dict[str, Any] = {
                 "d_model": draw_(st.integers(1, max_size)),
                 "n_heads": n_heads,
-                "d_k": draw_(st.integers(1, 3)),
-                "d_v": draw_(st.integers(1, 3)),
+                "d_k": draw_(st.integers(1, min(3, max_size))),
+                "d_v": draw_(st.integers(1, min(3, max_size))),
                 "n_layers": draw_(st.integers(1, 2)),
                 "mlp_ratio": draw_(st.integers(1, 2)),
-                "chunk_size": draw_(st.integers(1, 8)),
+                "chunk_size": draw_(st.integers(1, min(8, max_size))),
                 "bias": not draw_(st.booleans()),
             }
             if not retention:

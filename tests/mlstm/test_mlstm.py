@@ -257,11 +257,14 @@ def test_registry_and_widths() -> None:
     spec = seqmem.model_spec("mlstm")
     assert spec.stacking == "residual" and spec.color == "#DDCC77" and spec.marker == "d"
     assert isinstance(seqmem.build("mlstm", 8), MLSTM)
-    for width in (1, 3, 5, 6, 8):  # heads and blocks chosen to divide d_inner = 2 * width
+    for width in (2, 4, 6, 10):  # the paper's 4 heads and blocks of 4 at every even width
         model = spec.build(width, width)
-        assert model.d_inner % model.n_heads == 0 and model.d_inner % model.qkv_block_size == 0
-    assert spec.step({"n_heads": 3}) == 3 and spec.step({"n_heads": 4}) == 2 and spec.step({"expand": 1}) == 1
-    assert spec.step({"n_heads": 4, "expand": 1}) == 4
+        assert (model.n_heads, model.qkv_block_size) == (4, 4)
+    with pytest.raises(ValueError, match="divisible by 2"):
+        spec.build(5, 5)
+    assert spec.step() == 2 and spec.step({"expand": 1}) == 4 and spec.step({"n_heads": 3}) == 6
+    assert spec.step({"n_heads": 3, "qkv_block_size": 1}) == 3
+    assert spec.step({"n_heads": 1, "qkv_block_size": 1, "expand": 1}) == 1
     net = seqmem.SequenceNetwork("mlstm", 6, vocab_size=5, output_size=2)
     assert len(net.layers) == 2 and net(torch.randint(0, 5, (2, 7)))[0].shape == (2, 7, 2)
 
