@@ -720,6 +720,29 @@ def list_command() -> None:
     console.print(tasks)
 
 
+@app.command("warmup")
+def warmup_command(
+    models: Annotated[
+        str | None,
+        typer.Option("--models", "-m", help="Comma-separated models (default: every model with a numba backend)."),
+    ] = None,
+    dtypes: Annotated[str, typer.Option(help="Comma-separated dtypes: float32, float64.")] = "float32,float64",
+) -> None:
+    """Compile the numba kernels ahead of time (once per machine; later processes load them from the cache).
+
+    Example: seqmem warmup --models lstm,mamba --dtypes float32
+    """
+    from ._warmup import numba_models, warmup
+
+    model_list = _names(models, "--models", numba_models()) if models is not None else None
+    dtype_list = _names(dtypes, "--dtypes", ["float32", "float64"])
+    with _stderr.status("compiling numba kernels") as status:
+        records = warmup(model_list, dtype_list, progress=lambda d: status.update(f"compiling numba kernels: {d}"))
+    for r in records:
+        done = f"compiled {r.compiled} kernels" if r.compiled else "loaded from the cache"
+        typer.echo(f"{r.model:<8} {r.dtype:<8} {r.seconds:6.1f} s  {done}")
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"seqmem {__version__}")
