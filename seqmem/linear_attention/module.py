@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 import torch
@@ -100,6 +101,9 @@ class LinearAttentionState(NamedTuple):
 
 
 Scan = Callable[..., tuple[Tensor, LinearAttentionCarry]]
+"""A sequence form: `(q, k, v, gamma, *, normalize, eps, initial_state) -> (o, (S, z))`."""
+Step = Callable[..., tuple[Tensor, LinearAttentionCarry]]
+"""A one-step form: `(q_t, k_t, v_t, state, gamma, *, eps) -> (o_t, (S, z))`."""
 
 
 class _MultiHeadLinearAttention(nn.Module):
@@ -151,11 +155,11 @@ class _MultiHeadLinearAttention(nn.Module):
         o, state = scan(q, k, v, gamma, normalize=self.normalize, eps=self.eps, initial_state=state)
         return self._output(rearrange(o, "b h t d -> b t h d"), x), state
 
-    def step(self, x_t: Tensor, state: LinearAttentionCarry, gamma: Tensor | None
+    def step(self, x_t: Tensor, state: LinearAttentionCarry, gamma: Tensor | None, step: Step
              ) -> tuple[Tensor, LinearAttentionCarry]:
         """`x_t (B, d_model)` -> `y_t (B, d_model)` and the next state."""
         q, k, v = self._qkv(x_t)  # (B, H, d)
-        o, state = linear_attention_step(q, k, v, state, gamma, eps=self.eps)
+        o, state = step(q, k, v, state, gamma, eps=self.eps)
         return self._output(o, x_t), state
 
 
@@ -175,9 +179,9 @@ class _Block(nn.Module):
         x = x + a
         return x + self.mlp(self.norm_mlp(x)), state
 
-    def step(self, x_t: Tensor, state: LinearAttentionCarry, gamma: Tensor | None
+    def step(self, x_t: Tensor, state: LinearAttentionCarry, gamma: Tensor | None, step: Step
              ) -> tuple[Tensor, LinearAttentionCarry]:
-        a, state = self.attn.step(self.norm_attn(x_t), state, gamma)
+        a, state = self.attn.step(self.norm_attn(x_t), state, gamma, step)
         x_t = x_t + a
         return x_t + self.mlp(self.norm_mlp(x_t)), state
 
@@ -205,11 +209,13 @@ class LinearAttention(SequenceModule):
     Three forms compute the same thing (`seqmem.linear_attention.reference`, `.parallel`, `.chunk`):
     the recurrence (`step`, $O(d_k d_v)$ per head and step), the parallel form $(QK^\top \odot D)V$ with
     the decay mask $D_{nm} = \gamma^{n-m}$ ($O(T^2)$), and the chunkwise form (Sun et al. 2023, eq. 7),
-    parallel inside chunks of `chunk_size` positions and recurrent across them, which `forward` uses
-    (for `seq_len <= chunk_size` it is the parallel form). The state, a `LinearAttentionState(S, z)`,
-    holds `n_layers * n_heads * d_k * (d_v + 1)` numbers per sequence (`d_k * d_v` without normaliser),
-    whatever the length: where the KV cache of softmax attention grows with every token, this one is
-    constant. Chunked calls are exact: `forward(x2, forward(x1)[1])` equals `forward(cat([x1, x2], 1))`.
+    parallel inside chunks of `chunk_size` positions and recurrent across them, which `forward` uses on
+    the `"torch"` backend (for `seq_len <= chunk_size` it is the parallel form). The `"numba"` backend
+    runs the recurrence as a CPU kernel with a hand-derived backward (`.numba_scan`). The state, a
+    `LinearAttentionState(S, z)`, holds `n_layers * n_heads * d_k * (d_v + 1)` numbers per sequence
+    (`d_k * d_v` without normaliser), whatever the length: where the KV cache of softmax attention grows
+    with every token, this one is constant. Chunked calls are exact: `forward(x2, forward(x1)[1])` equals
+    `forward(cat([x1, x2], 1))`.
 
     No positional encoding: the causal sums and the decay are the only order information, as in the
     papers' models without rotary or xPos embeddings (RetNet's rotation $e^{in\theta}$ of eq. 5 is left out).
@@ -234,7 +240,8 @@ class LinearAttention(SequenceModule):
         bias: learn biases in the linear layers and norms.
         chunk_size: positions per chunk of the chunkwise form that `forward` uses.
         eps: added to the normaliser (`normalize=True` only).
-        backend: `"torch"`, the only one.
+        backend: `"torch"` (the chunkwise form in PyTorch, any device) or `"numba"` (the recurrence as a
+            Numba CPU kernel, differentiable through its hand-derived backward).
 
     Attributes:
         head_dims: `(d_k, d_v)`, the per-head sizes in use.
@@ -271,7 +278,7 @@ class LinearAttention(SequenceModule):
     """
 
     state_type = LinearAttentionState
-    backends = ("torch",)
+    backends = ("torch", "numba")
 
     def __init__(
         self,
@@ -401,14 +408,14 @@ class LinearAttention(SequenceModule):
         z = torch.zeros(*lead, d_k if self.normalize else 0, device=device, dtype=dtype)
         return LinearAttentionState(S, z)
 
-    def _scan(self) -> Scan:
-        """The sequence form `forward` uses: the chunkwise form at this model's chunk size."""
-        chunk_size = self.chunk_size
+    def _forms(self) -> tuple[Scan, Step]:
+        """The sequence form `forward` uses and the one-step form `step` uses, on this model's backend:
+        the chunkwise form at this model's chunk size and the reference step, or the Numba kernels."""
+        if self.backend == "numba":
+            from .numba_scan import linear_attention_numba, linear_attention_step_numba
 
-        def scan(*args: Any, **kwargs: Any) -> tuple[Tensor, LinearAttentionCarry]:
-            return linear_attention_chunk(*args, chunk_size=chunk_size, **kwargs)
-
-        return scan
+            return linear_attention_numba, linear_attention_step_numba
+        return partial(linear_attention_chunk, chunk_size=self.chunk_size), linear_attention_step
 
     def _layer_state(self, state: LinearAttentionState, layer: int) -> LinearAttentionCarry:
         return state.S[layer], (state.z[layer] if self.normalize else None)
@@ -420,7 +427,7 @@ class LinearAttention(SequenceModule):
 
     def _forward(self, x: Tensor, state: LinearAttentionState) -> tuple[Tensor, LinearAttentionState]:
         # x: (B, T, d_model)
-        gamma, scan = self.decays, self._scan()
+        gamma, (scan, _) = self.decays, self._forms()
         states = []
         h = x
         for layer, block in enumerate(self.blocks):
@@ -430,10 +437,10 @@ class LinearAttention(SequenceModule):
 
     def _step(self, x_t: Tensor, state: LinearAttentionState) -> tuple[Tensor, LinearAttentionState]:
         # x_t: (B, d_model)
-        gamma = self.decays
+        gamma, (_, step) = self.decays, self._forms()
         states = []
         h = x_t
         for layer, block in enumerate(self.blocks):
-            h, s = block.step(h, self._layer_state(state, layer), gamma)  # (B, d_model)
+            h, s = block.step(h, self._layer_state(state, layer), gamma, step)  # (B, d_model)
             states.append(s)
         return self.norm_out(h), self._stack(states, state)

@@ -76,6 +76,7 @@ _COMMON: dict[str, Any] = {
     "configure": _configure,
     "stacking": "block",
     "default_layers": 2,
+    "kernel_variants": ({},),  # one kernel: the normaliser and the decays are run-time arguments
 }
 
 SPECS = (
