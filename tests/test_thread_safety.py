@@ -26,6 +26,8 @@ MODELS = {
     "gru": lambda: seqmem.GRU(6, 8),
     "mamba": lambda: seqmem.SelectiveSSM(6, d_state=4),
     "s4d": lambda: seqmem.SelectiveSSM(6, d_state=4, selective=False),
+    "linear-attention": lambda: seqmem.LinearAttention(6, n_heads=2, decay=0.9),
+    "retention": lambda: seqmem.build("retention", 6, n_heads=2),
 }
 
 

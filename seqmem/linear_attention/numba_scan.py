@@ -26,7 +26,9 @@ twice over time: forward again (recomputing $S_t$ from $S_0$, which a division b
 stably), then backward. The decays are fixed (not trained): they get no gradient.
 
 `linear_attention_numba` has the signature of `linear_attention_recurrent` and is differentiable
-(a `torch.autograd.Function`); `linear_attention_step_numba` that of `linear_attention_step`.
+(a `torch.autograd.Function`); `linear_attention_step_numba` that of `linear_attention_step`. The kernels
+are parallel over (sequence, head) pairs; their launches go through `seqmem._numba.parallel_launch`, so a
+model may be called from several threads at once.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import torch
 from torch import Tensor
 
 from .._kernels import EMPTY, KERNEL, NP_DTYPES, PKERNEL, _check_shape, _check_tensors, _like, _needs_grad, _np
-from .._numba import njit, prange
+from .._numba import njit, parallel_launch, prange
 from .reference import LinearAttentionCarry
 
 __all__ = ["linear_attention_numba", "linear_attention_step_numba"]
@@ -156,7 +158,8 @@ def _run_forward(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, S0: Tensor, z0:
     den = np.empty((B, H, T), np_dtype)
     S = np.empty((B, H, dk, dv), np_dtype)
     z = np.zeros((B, H, dk if normalize else 0), np_dtype)
-    _scan_forward(_np(q), _np(k), _np(v), _np(gamma), _np(S0), z0n, normalize, np_dtype(eps), o, den, S, z)
+    with parallel_launch():  # numba's workqueue layer aborts on two concurrent parallel launches
+        _scan_forward(_np(q), _np(k), _np(v), _np(gamma), _np(S0), z0n, normalize, np_dtype(eps), o, den, S, z)
     return torch.from_numpy(o), torch.from_numpy(S), torch.from_numpy(z), torch.from_numpy(den)
 
 
@@ -182,10 +185,10 @@ class _LinearAttentionScan(torch.autograd.Function):
         dS0 = np.empty(S0.shape, np_dtype)
         dz0 = np.zeros((B, H, dk if normalize else 0), np_dtype)
         zeros_z = EMPTY[q.dtype].reshape(1, 1, 0)
-        _scan_backward(
-            _np(q), _np(k), _np(v), _np(gamma), _np(S0), _np(z0) if normalize else zeros_z, normalize, _np(o),
-            _np(den), _np(go), _np(gS), _np(gz) if normalize else zeros_z, dq, dk_, dv_, dS0, dz0,
-        )
+        args = (_np(q), _np(k), _np(v), _np(gamma), _np(S0), _np(z0) if normalize else zeros_z, normalize, _np(o),
+                _np(den), _np(go), _np(gS), _np(gz) if normalize else zeros_z)
+        with parallel_launch():
+            _scan_backward(*args, dq, dk_, dv_, dS0, dz0)
         grads = [torch.from_numpy(t) for t in (dq, dk_, dv_, dS0, dz0)]
         return *grads[:3], None, grads[3], (grads[4] if normalize else None), None, None
 
