@@ -14,6 +14,7 @@ from .gru import GRU
 from .io import load, save
 from .linear_attention import LinearAttention, LinearAttentionState
 from .lstm import LSTM, LSTMGates
+from .minrnn import MinGRU, MinLSTM, MinRNNState
 from .mlstm import MLSTM, MLSTMState
 from .network import SequenceNetwork, size_for_budget
 from .protocol import (
@@ -57,6 +58,9 @@ __all__ = [
     "LinearAttention",
     "LinearAttentionState",
     "MLSTMState",
+    "MinGRU",
+    "MinLSTM",
+    "MinRNNState",
     "ModelSpec",
     "RNNState",
     "SSMState",

@@ -55,9 +55,8 @@ Kernel notes (measured on the development machine, a 2-core AMD EPYC (Zen 4) wit
   threads at once (`nogil`). BLAS may use its own threads (`seqmem._threads` sets their number).
 - `error_model="numpy"`: a division by zero gives inf/NaN as numpy does; Python's error model adds a
   zero check to every division, which also blocks vectorisation.
-- The streaming step (`lstm_step_numba` without autograd) is dominated by Python overhead, so it reads
-  the tensors at their addresses (`_lstm_step_at`) instead of converting them to numpy, and keeps the
-  transposed weights it needs between calls (`_StepPlan`).
+- The streaming step (`lstm_step_numba` without autograd) is the fused streaming kernel of
+  `seqmem.lstm.numba_stream` on one layer: it reads the parameters in place, caches nothing.
 
 References:
     Hochreiter, S. & Schmidhuber, J. (1997). Long short-term memory. Neural Computation 9(8).
@@ -67,7 +66,6 @@ References:
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import numpy as np
@@ -77,9 +75,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .._kernels import KERNEL as _JIT
-from .._kernels import NP_DTYPES as _NP_DTYPES
 from .._kernels import _check_recurrent_args, _like, _needs_grad, _np, _sigmoid, _tanh
-from .._numba import intrinsic, njit, numba
+from .._numba import njit
 from ..protocol import LSTMState
 
 __all__ = ["clear_step_cache", "lstm_scan_numba", "lstm_step_numba"]
@@ -381,70 +378,6 @@ def _lstm_backward(gy, gh_n, gc_n, c0, w, w_t, peep, acts, cs, dz_all, dx, dh0, 
     _transpose_into(dcT, dc0)
 
 
-@njit(**_JIT)
-def _lstm_step(x, h, c, wih_t, whh_t, bias, peep, h_out, c_out):  # pragma: no cover - compiled
-    """One step for a batch: `x` (B, I), `h`, `c` (B, H), `wih_t = W_ih^T` (I, 4H), `whh_t = W_hh^T`
-    (H, 4H), `bias = b_ih + b_hh` (4H,), `peep` (3, H). Writes `h_out`, `c_out` (B, H)."""
-    B, H = h.shape
-    dt = h.dtype
-    G = 4 * H
-    ha = np.empty(H, dt)
-    ca = np.empty(H, dt)
-    za = np.empty(G, dt)
-    hb = np.empty(H, dt)
-    cb = np.empty(H, dt)
-    zb = np.empty(G, dt)
-    for a in range(0, B, 2):
-        b = a + 1
-        za[:] = bias
-        ca[:] = c[a]
-        if b < B:
-            zb[:] = bias
-            cb[:] = c[b]
-            _gemv_acc2(wih_t, x[a], x[b], za, zb)
-            _gemv_acc2(whh_t, h[a], h[b], za, zb)
-            _cell_forward(zb, hb, cb, peep)
-            h_out[b] = hb
-            c_out[b] = cb
-        else:
-            _gemv_acc(wih_t, x[a], za)
-            _gemv_acc(whh_t, h[a], za)
-        _cell_forward(za, ha, ca, peep)
-        h_out[a] = ha
-        c_out[a] = ca
-
-
-@intrinsic
-def _address_as_pointer(typingctx, address):  # pragma: no cover - compiled
-    """An integer address (`Tensor.data_ptr()`) as a `void*`, for `numba.carray`."""
-    if not isinstance(address, numba.core.types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], numba.core.cgutils.voidptr_t)
-
-    return numba.core.types.voidptr(address), codegen
-
-
-@njit(**_JIT)
-def _lstm_step_at(px, ph, pc, ph_out, pc_out, B, I, H, packed):  # pragma: no cover - compiled
-    """`_lstm_step` on tensors given by the addresses of their (contiguous, CPU) data, so that the
-    streaming path needs no `Tensor.numpy()` (about 0.7 us each). `packed` holds
-    `[W_ih^T | W_hh^T | b_ih + b_hh | peepholes]` flattened (see `_StepPlan`)."""
-    dt = packed.dtype
-    G = 4 * H
-    x = numba.carray(_address_as_pointer(px), (B, I), dt)
-    h = numba.carray(_address_as_pointer(ph), (B, H), dt)
-    c = numba.carray(_address_as_pointer(pc), (B, H), dt)
-    h_out = numba.carray(_address_as_pointer(ph_out), (B, H), dt)
-    c_out = numba.carray(_address_as_pointer(pc_out), (B, H), dt)
-    o1 = I * G
-    o2 = o1 + H * G
-    o3 = o2 + G
-    _lstm_step(x, h, c, packed[:o1].reshape(I, G), packed[o1:o2].reshape(H, G), packed[o2:o3],
-               packed[o3:o3 + 3 * H].reshape(3, H), h_out, c_out)
-
-
 # ----------------------------------------------------------------------------------------------------
 # Autograd
 # ----------------------------------------------------------------------------------------------------
@@ -635,105 +568,9 @@ def lstm_scan_numba(
     return y, LSTMState(h, c)
 
 
-class _StepPlan:
-    """What the streaming step needs from a set of parameters, built once and rebuilt on change.
-
-    `packed` is `[W_ih^T | W_hh^T | b_ih + b_hh | peepholes]` flattened (the transposes make the
-    matrix-vector products vectorise). The plan keeps the parameters' version counters and data
-    addresses, and is rebuilt when one differs: every in-place op bumps a version (optimiser steps,
-    `copy_`, `load_state_dict`), and `param.data = ...` changes an address. Writes through
-    `param.data.<op>_()` bypass both: after those, call `clear_step_cache()`.
-
-    It also remembers its last output state, whose tensors it made, so the next step need not check
-    them again.
-    """
-
-    __slots__ = (
-        "others", "stamp", "packed", "arrays", "dtype", "input_size", "hidden_size",
-        "last", "pool", "pool_batch",
-    )  # fmt: skip
-
-    def __init__(self, params: tuple[Tensor | None, ...]) -> None:
-        weight_ih, weight_hh, bias_ih, bias_hh, weight_peephole = params
-        self.others = (weight_ih, bias_ih, bias_hh, weight_peephole)  # identity checks (kept alive)
-        self.stamp = _stamp(params)
-        I, H = weight_ih.shape[1], weight_hh.shape[1]
-        self.dtype = weight_hh.dtype
-        self.input_size = I
-        self.hidden_size = H
-        with torch.no_grad():
-            bias = _combined_bias(bias_ih, bias_hh)
-            peep = _zeros_peephole(H, self.dtype) if weight_peephole is None else _np(weight_peephole)
-            parts = [
-                _np(weight_ih).T.ravel(),  # (I, 4H)
-                _np(weight_hh).T.ravel(),  # (H, 4H)
-                np.zeros(4 * H, _NP_DTYPES[self.dtype]) if bias is None else _np(bias),  # (4H,)
-                peep.ravel(),  # (3, H)
-            ]
-        self.packed = np.concatenate(parts)
-        o1, o2, o3 = I * 4 * H, (I + H) * 4 * H, (I + H + 1) * 4 * H
-        p = self.packed
-        self.arrays = (p[:o1].reshape(I, 4 * H), p[o1:o2].reshape(H, 4 * H), p[o2:o3], p[o3:].reshape(3, H))
-        self.last: tuple[Any, ...] = (None, None, 0, 0)
-        self.pool: list[tuple[Tensor, int]] = []
-        self.pool_batch = 0
-
-    def new_states(self, B: int) -> tuple[Tensor, int, Tensor, int]:
-        """Two fresh `(B, H)` tensors and their data addresses.
-
-        Tensors are made in chunks: one `unbind` of an `(n, B, H)` tensor costs far less than `n`
-        allocations. A chunk's memory stays alive while any of its tensors does, so chunks are small
-        (at most 64 KiB, or two states).
-        """
-        pool = self.pool
-        if not pool or self.pool_batch != B:
-            H, dtype = self.hidden_size, self.dtype
-            nbytes = B * H * (4 if dtype == torch.float32 else 8)
-            n = max(2, min(64, 65536 // nbytes)) // 2 * 2
-            chunk = torch.empty(n, B, H, dtype=dtype)
-            base = chunk.data_ptr()
-            pool = self.pool = [(t, base + i * nbytes) for i, t in enumerate(chunk.unbind(0))]
-            self.pool_batch = B
-        h, ph = pool.pop()
-        c, pc = pool.pop()
-        return h, ph, c, pc
-
-
-def _stamp(params: tuple[Tensor | None, ...]) -> tuple[int, ...] | object:
-    """The versions and data addresses of the parameters (a fresh object, equal to nothing, for
-    inference tensors, which have no version counter)."""
-    weight_ih, weight_hh, bias_ih, bias_hh, weight_peephole = params
-    try:
-        return (
-            weight_ih._version, weight_ih.data_ptr(), weight_hh._version, weight_hh.data_ptr(),
-            -1 if bias_ih is None else bias_ih._version, -1 if bias_ih is None else bias_ih.data_ptr(),
-            -1 if bias_hh is None else bias_hh._version, -1 if bias_hh is None else bias_hh.data_ptr(),
-            -1 if weight_peephole is None else weight_peephole._version,
-            -1 if weight_peephole is None else weight_peephole.data_ptr(),
-        )  # fmt: skip
-    except RuntimeError:
-        return object()
-
-
-_STEP_PLANS: dict[int, _StepPlan] = {}  # id(weight_hh) -> plan; an entry leaves when weight_hh dies
-
-
 def clear_step_cache() -> None:
-    """Forget the prepared weights of `lstm_step_numba` (needed only after writes through
-    `param.data`, which torch does not count as modifications)."""
-    _STEP_PLANS.clear()
-
-
-def _step_plan(params: tuple[Tensor | None, ...]) -> _StepPlan:
-    """The plan for these (already checked) parameters, built if missing or stale."""
-    weight_hh = params[1]
-    key = id(weight_hh)
-    plan = _STEP_PLANS.get(key)
-    if plan is None or plan.others != (params[0], *params[2:]) or plan.stamp != _stamp(params):
-        if plan is None:
-            weakref.finalize(weight_hh, _STEP_PLANS.pop, key, None)
-        plan = _STEP_PLANS[key] = _StepPlan(params)
-    return plan
+    """Kept for compatibility: `lstm_step_numba` caches nothing any more (it reads the parameters in
+    place), so writes through `param.data` are seen without this call."""
 
 
 def lstm_step_numba(
@@ -747,10 +584,11 @@ def lstm_step_numba(
 ) -> LSTMState:
     r"""One LSTM step on the CPU with Numba: the streaming form of `lstm_scan_numba`.
 
-    Without autograd (grad mode off, or no input requiring grad) this is a lean path for streaming
-    inference: one Numba call on weights prepared once per parameter set (transposed and packed;
-    rebuilt when a parameter changes, see `clear_step_cache`), reading the tensors' memory in place.
-    With autograd it runs `lstm_scan_numba` on a sequence of one step, so the result is differentiable.
+    Without autograd (grad mode off, or no input requiring grad) this is one call of the fused
+    streaming kernel (`seqmem.lstm.numba_stream`), which reads the parameters where they are stored:
+    nothing is prepared or cached between calls, so every write to a parameter is seen, and calls
+    from several threads are safe. The new state is a pair of fresh tensors. With autograd it runs
+    `lstm_scan_numba` on a sequence of one step, so the result is differentiable.
 
     Args:
         x_t: `(batch, input_size)` float32 or float64 tensor on the CPU.
@@ -784,49 +622,12 @@ def lstm_step_numba(
         >>> state.h.shape
         torch.Size([2, 8])
     """
-    h, c = state
     params = (weight_ih, weight_hh, bias_ih, bias_hh, weight_peephole)
-    if torch.is_grad_enabled() and _needs_grad(x_t, h, c, *params):
-        # differentiable: the scan's autograd Function on a sequence of one step
-        _check_args("lstm_step_numba", x_t, 2, *params, state)
-        return lstm_scan_numba(x_t.unsqueeze(1), *params, initial_state=state)[1]
-    # The fast path: the parameters are checked by identity and version against the plan, the
-    # tensors by a few attribute reads (or by identity, for the state the plan made last).
-    plan = _STEP_PLANS.get(id(weight_hh))
-    if (
-        _FAST_STEP
-        and plan is not None
-        and plan.others[0] is weight_ih
-        and plan.others[1] is bias_ih
-        and plan.others[2] is bias_hh
-        and plan.others[3] is weight_peephole
-        and plan.stamp == _stamp(params)
-    ):
-        dtype, I, H = plan.dtype, plan.input_size, plan.hidden_size
-        B = x_t.shape[0] if isinstance(x_t, Tensor) and x_t.dim() == 2 else 0
-        if B and _plain(x_t, dtype, (B, I)):
-            last_h, last_c, ph, pc = plan.last
-            if h is not last_h or c is not last_c:
-                shape = (B, H)
-                ok = all(_plain(t, dtype, shape) for t in state)
-                ph, pc = (h.data_ptr(), c.data_ptr()) if ok else (0, 0)
-            if ph:
-                h_out, ph_out, c_out, pc_out = plan.new_states(B)
-                _lstm_step_at(x_t.data_ptr(), ph, pc, ph_out, pc_out, B, I, H, plan.packed)
-                plan.last = (h_out, c_out, ph_out, pc_out)
-                return LSTMState(h_out, c_out)
-    # the general path: full checks (with clear errors), any memory layout
     _check_args("lstm_step_numba", x_t, 2, *params, state)
-    wih_t, whh_t, bias, peep = _step_plan(params).arrays
-    h_out = np.empty(tuple(h.shape), whh_t.dtype)
-    c_out = np.empty(tuple(h.shape), whh_t.dtype)
-    _lstm_step(_np(x_t), _np(h), _np(c), wih_t, whh_t, bias, peep, h_out, c_out)
-    return LSTMState(torch.from_numpy(h_out), torch.from_numpy(c_out))
+    h, c = state
+    if _needs_grad(x_t, h, c, *params):  # differentiable: the scan's autograd Function, one step
+        return lstm_scan_numba(x_t.unsqueeze(1), *params, initial_state=state)[1]
+    from ..stream import layer_step
+    from .numba_stream import lstm_layer_kernel
 
-
-def _plain(t: Tensor, dtype: torch.dtype, shape: tuple[int, int]) -> bool:
-    """Whether the kernel can read `t` at its address: a contiguous CPU tensor of that dtype and shape."""
-    return t.dtype is dtype and t.is_cpu and t.is_contiguous() and t.shape == shape
-
-
-_FAST_STEP = not numba.config.DISABLE_JIT  # the address path needs compiled code
+    return layer_step(lstm_layer_kernel, params, x_t, state)[1]
