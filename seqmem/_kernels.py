@@ -39,7 +39,9 @@ References:
 
 from __future__ import annotations
 
+import ctypes
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,6 +59,7 @@ error model adds a zero-divisor check to every division, which also keeps LLVM f
 
 PKERNEL = {**PJIT, "error_model": "numpy"}
 """`KERNEL` with `parallel=True` (kernels that use `prange`)."""
+
 
 DTYPES = (torch.float32, torch.float64)
 """The dtypes the kernels are compiled for."""
@@ -226,6 +229,29 @@ def _softplus(x):  # pragma: no cover - compiled
 def _np(t: Tensor) -> np.ndarray:
     """A C-contiguous numpy view of a CPU tensor (a copy if it is not contiguous), cut from the graph."""
     return t.detach().contiguous().numpy()
+
+
+_HUGE_PAGE = 1 << 21
+_MADV_HUGEPAGE = 14  # Linux's value
+_madvise = ctypes.CDLL(None).madvise if sys.platform.startswith("linux") else None
+if _madvise is not None:
+    _madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """`torch.empty(shape)`, asking Linux for huge pages when it spans several (4 MiB or more), as numpy does.
+
+    A fresh buffer's first touch costs a page fault per 4 KiB page: about 0.45 ms per MiB here, a third of
+    that with huge pages (measured 7 ms and 2.3 ms for 16 MiB). The buffers are torch tensors (not numpy
+    arrays) so that torch's profiler counts them in peak memory.
+    """
+    t = torch.empty(shape, dtype=dtype)
+    nbytes = t.numel() * t.element_size()
+    if _madvise is not None and nbytes >= 2 * _HUGE_PAGE:
+        start = -(-t.data_ptr() // _HUGE_PAGE) * _HUGE_PAGE
+        end = (t.data_ptr() + nbytes) // _HUGE_PAGE * _HUGE_PAGE
+        _madvise(start, end - start, _MADV_HUGEPAGE)  # advice only: a failure changes nothing
+    return t
 
 
 def _needs_grad(*tensors: Any) -> bool:

@@ -27,7 +27,7 @@ from torch import nn
 
 __all__ = ["OnnxRecurrent", "onnx_missing"]
 
-_ORDER = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2)}
+_ORDER = {"LSTM": (0, 3, 1, 2), "GRU": (1, 0, 2)}
 """ONNX's gate blocks, as indices of torch's: LSTM `i, o, f, c` = torch's `i, o, f, g`; GRU `z, r, h`."""
 
 
@@ -39,7 +39,7 @@ def onnx_missing() -> str | None:
     return None
 
 
-def _reorder(w: torch.Tensor, kind: str) -> np.ndarray:
+def _reorder(w: torch.Tensor, kind: str) -> np.ndarray:  # kind: the ONNX operator, "LSTM" or "GRU"
     """Gate blocks of `w` `(G H, ...)` from torch's order to ONNX's, as float32 numpy with a leading 1."""
     blocks = w.detach().to(torch.float32).chunk(len(_ORDER[kind]), dim=0)
     return torch.cat([blocks[i] for i in _ORDER[kind]], dim=0).unsqueeze(0).numpy()
@@ -66,9 +66,9 @@ class OnnxRecurrent:
         from onnx import TensorProto, helper, numpy_helper
 
         if isinstance(module, nn.LSTM):
-            kind, n_states = "lstm", 2
+            kind, n_states = "LSTM", 2
         elif isinstance(module, nn.GRU):
-            kind, n_states = "gru", 1
+            kind, n_states = "GRU", 1
         else:
             raise TypeError(f"OnnxRecurrent: expects torch.nn.LSTM or torch.nn.GRU, got {type(module).__name__}")
         self.kind = kind
@@ -89,10 +89,10 @@ class OnnxRecurrent:
         ]
         node_inputs = ["X", "W", "R", "B", ""] + state_names  # "" : no sequence_lens
         attrs: dict[str, Any] = {"hidden_size": H}
-        if kind == "gru":
+        if kind == "GRU":
             attrs["linear_before_reset"] = 1  # torch's reset_after form
-        node = helper.make_node(kind.upper(), node_inputs, out_names, **attrs)
-        graph = helper.make_graph([node], f"seqmem_{kind}", inputs, outputs, initializer=inits)
+        node = helper.make_node(kind, node_inputs, out_names, **attrs)
+        graph = helper.make_graph([node], f"seqmem_{kind.lower()}", inputs, outputs, initializer=inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
         onnx.checker.check_model(model)
         options = ort.SessionOptions()

@@ -2,8 +2,9 @@
 
 Numba compiles a kernel on its first call for each argument type (here: each dtype) and keeps it in its
 disk cache; later processes only load it (see `seqmem._numba`). Warming up runs every numba path of a
-model once per dtype at a tiny size: the forward scan with and without autograd, its backward, and the
-streaming step with and without autograd.
+model once per dtype at a tiny size, for each of its spec's `kernel_variants` (the constructor arguments
+that select different kernels, e.g. the LSTM with and without peepholes): the forward scan with and
+without autograd, its backward, and the streaming step with and without autograd.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .registry import build, model_names
+from .registry import ModelSpec, list_models, model_spec
 
 __all__ = ["WarmupRecord", "numba_models", "warmup"]
 
@@ -36,15 +37,15 @@ class WarmupRecord:
     compiled: int
 
 
-def _small(name: str) -> torch.nn.Module:
-    """A tiny instance of a model: `build(name, 8, 2)` (input/hidden sizes 8 and 2, or d_model 8 and a
-    second size argument of 2: heads, d_state)."""
-    return build(name, 8, 2)
+def _variants(spec: ModelSpec) -> list[torch.nn.Module]:
+    """A tiny instance of the model for each of its spec's kernel variants, on the numba backend."""
+    width = spec.step() * 4
+    return [spec.build(width, width, backend="numba", **kwargs) for kwargs in spec.kernel_variants or ({},)]
 
 
 def numba_models() -> list[str]:
-    """The names of the models that have a numba backend."""
-    return [name for name in model_names() if "numba" in _small(name).backends]
+    """The names of the registered models that have a numba backend."""
+    return [spec.name for spec in list_models() if "numba" in spec.backends]
 
 
 def _detached(state):
@@ -99,8 +100,7 @@ def warmup(
             if progress is not None:
                 progress(f"{name} {label}")
             before, t0 = compile_count(), time.perf_counter()
-            model = _small(name)
-            model.backend = "numba"
-            _exercise(model, dtype)
+            for model in _variants(model_spec(name)):
+                _exercise(model, dtype)
             records.append(WarmupRecord(name, label, time.perf_counter() - t0, compile_count() - before))
     return records

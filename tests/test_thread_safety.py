@@ -1,5 +1,5 @@
-"""Numba models serve concurrent calls: forward and backward from several threads at once, on every family
-with a numba backend, give exactly what the same calls give one at a time.
+"""Numba models serve concurrent calls: forward and backward from several threads at once, on every model
+with a numba backend (from the registry), give exactly what the same calls give one at a time.
 
 Before `seqmem._numba.parallel_launch`, two threads launching the SSM's parallel kernels (and the LSTM's,
 which were parallel then) aborted the whole process under numba's workqueue threading layer.
@@ -13,22 +13,12 @@ import threading
 import pytest
 import torch
 
-import seqmem
+from seqmem._warmup import _small, numba_models
 
 NO_JIT = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
 THREADS = 4
 ROUNDS = 1 if NO_JIT else 3
 SIZES = (2, 5) if NO_JIT else (8, 48)  # batch, seq_len
-
-MODELS = {
-    "rnn": lambda: seqmem.RNN(6, 8),
-    "lstm": lambda: seqmem.LSTM(6, 8, peephole=True),
-    "gru": lambda: seqmem.GRU(6, 8),
-    "mamba": lambda: seqmem.SelectiveSSM(6, d_state=4),
-    "s4d": lambda: seqmem.SelectiveSSM(6, d_state=4, selective=False),
-    "linear-attention": lambda: seqmem.LinearAttention(6, n_heads=2, decay=0.9),
-    "retention": lambda: seqmem.build("retention", 6, n_heads=2),
-}
 
 
 def _forward_backward(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
@@ -41,14 +31,14 @@ def _forward_backward(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Ten
     return [y.detach(), *(s.detach() for s in states), *grads]
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", numba_models())
 def test_concurrent_forward_and_backward_equal_sequential(name):
     torch.manual_seed(0)
-    model = MODELS[name]().double()
+    model = _small(name).double()  # build(name, 8, 2)
     model.backend = "numba"
     B, T = SIZES
     gen = torch.Generator().manual_seed(1)
-    inputs = [torch.randn(B + i, T, 6, generator=gen, dtype=torch.float64) for i in range(THREADS)]
+    inputs = [torch.randn(B + i, T, model.input_size, generator=gen, dtype=torch.float64) for i in range(THREADS)]
     expected = [_forward_backward(model, x) for x in inputs]
 
     results: dict[tuple[int, int], list[torch.Tensor]] = {}

@@ -33,10 +33,12 @@ gradient reaching $h_t, c_t$ from step $t+1$; at the start $\hat h = \bar h_T$, 
     dw_ci += sum_b dz^i * c_{t-1};  dw_cf += sum_b dz^f * c_{t-1};  dw_co += sum_b dz^o * c_t
 
 and after the loop $\partial L/\partial h_0 = \hat h$, $\partial L/\partial c_0 = \hat c$. The kernel
-computes $[\hat h; \partial L/\partial x_t] = [W_{hh} \mid W_{ih}]^\top dz_t$ per step, one BLAS product
-for the batch, and keeps every $dz_t$; the weight gradients are then one matrix product each over all
-steps and sequences, done by torch: $\partial L/\partial W_{hh} = \sum_t dz_t h_{t-1}^\top$,
-$\partial L/\partial W_{ih} = \sum_t dz_t x_t^\top$, $\partial L/\partial b = \sum_t dz_t$.
+computes $\hat h \leftarrow W_{hh}^\top dz_t$ per step, one BLAS product for the batch, and keeps every
+$dz_t$ (batch-first); the gradients of the inputs and weights are then one matrix product each over all
+steps and sequences, done by torch: $\partial L/\partial x_t = W_{ih}^\top dz_t$,
+$\partial L/\partial W_{hh} = \sum_t dz_t h_{t-1}^\top$, $\partial L/\partial W_{ih} = \sum_t dz_t x_t^\top$,
+$\partial L/\partial b = \sum_t dz_t$ (measured faster than adding $W_{ih}^\top dz_t$ to the per-step
+product: a large product and no transposes).
 
 Kernel notes (measured on the development machine, a 2-core AMD EPYC (Zen 4) with AVX-512):
 
@@ -75,7 +77,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .._kernels import KERNEL as _JIT
-from .._kernels import _check_recurrent_args, _like, _needs_grad, _np, _sigmoid, _tanh
+from .._kernels import _check_recurrent_args, _empty, _like, _needs_grad, _np, _sigmoid, _tanh
 from .._numba import njit
 from ..protocol import LSTMState
 
@@ -106,42 +108,6 @@ def _gemv_acc(w, v, z):  # pragma: no cover - compiled
         w0 = w[k]
         for n in range(N):
             z[n] += w0[n] * a0
-        k += 1
-
-
-@njit(**_JIT)
-def _gemv_acc2(w, v, u, z, y):  # pragma: no cover - compiled
-    """`z += v @ w` and `y += u @ w` together: each row of `w` is loaded once for two vectors."""
-    K, N = w.shape
-    k = 0
-    while k + 4 <= K:
-        a0 = v[k]
-        a1 = v[k + 1]
-        a2 = v[k + 2]
-        a3 = v[k + 3]
-        b0 = u[k]
-        b1 = u[k + 1]
-        b2 = u[k + 2]
-        b3 = u[k + 3]
-        w0 = w[k]
-        w1 = w[k + 1]
-        w2 = w[k + 2]
-        w3 = w[k + 3]
-        for n in range(N):
-            x0 = w0[n]
-            x1 = w1[n]
-            x2 = w2[n]
-            x3 = w3[n]
-            z[n] += x0 * a0 + x1 * a1 + x2 * a2 + x3 * a3
-            y[n] += x0 * b0 + x1 * b1 + x2 * b2 + x3 * b3
-        k += 4
-    while k < K:
-        a0 = v[k]
-        b0 = u[k]
-        w0 = w[k]
-        for n in range(N):
-            z[n] += w0[n] * a0
-            y[n] += w0[n] * b0
         k += 1
 
 
@@ -339,22 +305,21 @@ def _lstm_forward(x, w, w_t, gx, peep, h0, c0, y, h_n, c_n, acts, cs):  # pragma
 
 
 @njit(**_JIT)
-def _lstm_backward(gy, gh_n, gc_n, c0, w, w_t, peep, acts, cs, dz_all, dx, dh0, dc0, dpeep):  # pragma: no cover
+def _lstm_backward(gy, gh_n, gc_n, c0, w, w_t, peep, acts, cs, dz_all, dh0, dc0, dpeep):  # pragma: no cover
     """BPTT through the scan `_lstm_forward` saved (`acts`, `cs`), feature-major as it.
 
-    `gy` (B, T, H), `gh_n`, `gc_n` (B, H): gradients of the outputs; `c0` (B, H); `w` = `[W_hh | W_ih]^T`
-    (H + I, 4H) and `w_t` its transpose; `peep` (3H, B) or empty. Per step: the cells, then one BLAS
-    product `w dz_t` = `[dh_{t-1}; dx_t]` (H + I, B) for the whole batch.
+    `gy` (B, T, H), `gh_n`, `gc_n` (B, H): gradients of the outputs; `c0` (B, H); `w` = `W_hh^T` (H, 4H)
+    and `w_t` = `W_hh` (4H, H); `peep` (3H, B) or empty. Per step: the cells, then one BLAS product
+    `W_hh^T dz_t` (H, B) for the whole batch.
 
-    Writes `dz_all` (4H, T, B) (the gradient of the pre-activations, laid out so that the weight
-    gradients are one matrix product each), `dx` (B, T, I), `dh0`, `dc0` (B, H) and, with peepholes, their
-    gradient per batch column into `dpeep` (3H, B).
+    Writes `dz_all` (B, T, 4H) (the gradient of the pre-activations, batch-first like the input, so that
+    the gradients of `x` and of the weights are plain matrix products of it), `dh0`, `dc0` (B, H) and, with
+    peepholes, their gradient per batch column into `dpeep` (3H, B).
     """
     B, T, H = gy.shape
     G = 4 * H
     dt = gy.dtype
-    r = np.empty((w.shape[0], B), dt)  # [dh; dx_t]
-    dhT = r[:H]
+    dhT = np.empty((H, B), dt)
     dcT = np.empty((H, B), dt)
     gyT = np.empty((H, B), dt)
     c0T = np.empty((H, B), dt)
@@ -368,12 +333,8 @@ def _lstm_backward(gy, gh_n, gc_n, c0, w, w_t, peep, acts, cs, dz_all, dx, dh0, 
         _transpose_into(gy[:, t], gyT)
         cp = cs[t - 1].ravel() if t > 0 else c0T.ravel()
         _gates_backward(acts[t].ravel(), cs[t].ravel(), cp, pf, gyf, dhf, dcf, dzf, dpf)
-        for j in range(G):
-            row, src = dz_all[j, t], dz[j]
-            for b in range(B):
-                row[b] = src[b]
-        _matmul(w, w_t, dz, r)  # (H + I, B): [W_hh | W_ih]^T dz_t
-        _transpose_onto(r[H:], dx[:, t])
+        _transpose_onto(dz, dz_all[:, t])
+        _matmul(w, w_t, dz, dhT)  # (H, B): W_hh^T dz_t, the gradient reaching h_{t-1}
     _transpose_into(dhT, dh0)
     _transpose_into(dcT, dc0)
 
@@ -411,15 +372,15 @@ def _forward(
             gx = np.empty((0, 0), dtype)
             b = bias if bias is not None else w_hh.new_zeros(G)
             w = torch.cat((w_hh, w_ih, b.unsqueeze(1)), dim=1).numpy()  # (4H, H + I + 1): [W_hh | W_ih | b]
-    # numpy's large allocations ask for huge pages: a third of the page-fault time of torch.empty's
-    y = np.empty((B, T, H), dtype)
-    h_n = np.empty((B, H), dtype)
-    c_n = np.empty((B, H), dtype)
-    acts = np.empty((T if save else 0, G, B), dtype)
-    cs = np.empty((T if save else 0, H, B), dtype)
+    y, h_n, c_n = _empty((B, T, H), x.dtype), _empty((B, H), x.dtype), _empty((B, H), x.dtype)
+    acts = _empty((T if save else 0, G, B), x.dtype).numpy()
+    cs = _empty((T if save else 0, H, B), x.dtype).numpy()
     w_t = np.ascontiguousarray(w.T) if B == 1 else w[:0]
-    _lstm_forward(xn, w, w_t, gx, _broadcast(peephole, 3 * H, B, dtype), _np(h0), _np(c0), y, h_n, c_n, acts, cs)
-    return torch.from_numpy(y), torch.from_numpy(h_n), torch.from_numpy(c_n), (acts, cs)
+    _lstm_forward(
+        xn, w, w_t, gx, _broadcast(peephole, 3 * H, B, dtype), _np(h0), _np(c0), y.numpy(), h_n.numpy(),
+        c_n.numpy(), acts, cs,
+    )  # fmt: skip
+    return y, h_n, c_n, (acts, cs)
 
 
 class _LSTMScan(torch.autograd.Function):
@@ -427,8 +388,8 @@ class _LSTMScan(torch.autograd.Function):
 
     Inputs: `x` (B, T, I), `weight_ih` (4H, I), `weight_hh` (4H, H), `bias` (4H,) (`b_ih + b_hh`) or
     `None`, `weight_peephole` (3, H) or `None`, `h0`, `c0` (B, H). Outputs: `y` (B, T, H), `h_n`, `c_n`
-    (B, H). The backward kernel gives the gradients of the pre-activations, `dz` (4H, T, B), of `x` and of
-    the initial state; the weight gradients are one matrix product each, done by torch after it.
+    (B, H). The backward kernel gives the gradients of the pre-activations, `dz` (B, T, 4H), and of the
+    initial state; those of `x` and the weights are one matrix product each, done by torch after it.
     """
 
     @staticmethod
@@ -447,27 +408,24 @@ class _LSTMScan(torch.autograd.Function):
         B, T, I = x.shape
         G, H = weight_hh.shape
         dtype = acts.dtype
-        w_t = torch.cat((weight_hh.detach(), weight_ih.detach()), dim=1).numpy()  # (4H, H + I)
-        dz = np.empty((G, T, B), dtype)
-        dx = np.empty((B, T, I), dtype)
-        dh0 = np.empty((B, H), dtype)
-        dc0 = np.empty((B, H), dtype)
+        w_hh = _np(weight_hh)
+        dz, dh0, dc0 = _empty((B, T, G), x.dtype), _empty((B, H), x.dtype), _empty((B, H), x.dtype)
         dpeep = np.empty((3 * H if weight_peephole is not None else 0, B), dtype)
         _lstm_backward(
-            _np(gy), _np(gh_n), _np(gc_n), _np(c0), np.ascontiguousarray(w_t.T), w_t,
-            _broadcast(weight_peephole, 3 * H, B, dtype), acts, cs, dz, dx, dh0, dc0, dpeep,
+            _np(gy), _np(gh_n), _np(gc_n), _np(c0), np.ascontiguousarray(w_hh.T), w_hh,
+            _broadcast(weight_peephole, 3 * H, B, dtype), acts, cs, dz.numpy(), dh0.numpy(), dc0.numpy(), dpeep,
         )  # fmt: skip
-        dz2 = torch.from_numpy(dz).view(G, T * B)  # columns in (t, b) order
+        dz2 = dz.view(B * T, G)
         need = ctx.needs_input_grad
-        d_wih = dz2 @ x.detach().transpose(0, 1).reshape(T * B, I) if need[1] else None
+        dx = (dz2 @ weight_ih.detach()).view(B, T, I) if need[0] else None
+        d_wih = dz2.t() @ x.detach().reshape(B * T, I) if need[1] else None
         d_whh = None
         if need[2]:
-            h_prev = torch.cat((h0.detach().unsqueeze(0), y.transpose(0, 1)[:-1]), dim=0)  # (T, B, H): h_{t-1}
-            d_whh = dz2 @ h_prev.reshape(T * B, H)  # (4H, H)
-        d_bias = dz2.sum(1) if ctx.has_bias and need[3] else None
+            h_prev = torch.cat((h0.detach().unsqueeze(1), y[:, :-1]), dim=1)  # (B, T, H): h_{t-1}
+            d_whh = dz2.t() @ h_prev.reshape(B * T, H)  # (4H, H)
+        d_bias = dz2.sum(0) if ctx.has_bias and need[3] else None
         d_peep = torch.from_numpy(dpeep.reshape(3, H, B).sum(-1)) if weight_peephole is not None and need[4] else None
-        t = torch.from_numpy
-        return t(dx), d_wih, d_whh, d_bias, d_peep, t(dh0), t(dc0)
+        return dx, d_wih, d_whh, d_bias, d_peep, dh0, dc0
 
 
 # ----------------------------------------------------------------------------------------------------
