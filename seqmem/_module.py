@@ -64,28 +64,58 @@ class SequenceModule(nn.Module):
 
     def __init__(self, backend: str = "torch") -> None:
         super().__init__()
-        self._backend = "torch"
+        self._backend = self._backend_choice = "torch"
         self.backend = backend
 
     # ------------------------------------------------------------------ backend
     @property
     def backend(self) -> str:
-        """The backend that runs `forward` and `step`; one of `self.backends`."""
+        """The backend that runs `forward` and `step`: one of `self.backends`.
+
+        Set it to one of `self.backends`, or to `"auto"`: the `"numba"` kernels where the model has
+        them and its parameters are float32/float64 tensors on the CPU, `"torch"` otherwise (CUDA, other
+        dtypes, no kernel). With `"auto"` this property reads the backend it resolved to, and it is
+        resolved again whenever the model moves (`.to(...)`, `.cuda()`, `.double()`);
+        `backend_choice` keeps `"auto"`. The numba kernels are differentiable once: for double
+        backward (`create_graph=True`) set `"torch"`.
+        """
         return self._backend
 
     @backend.setter
     def backend(self, name: str) -> None:
         where = type(self).__name__
-        if not isinstance(name, str) or name not in self.backends:
+        if not isinstance(name, str) or (name not in self.backends and name != "auto"):
             raise ValueError(
-                f"{where} does not support backend {name!r}; supported backends: {list(self.backends)}"
+                f"{where} does not support backend {name!r}; supported backends: "
+                f"{list(self.backends)} or 'auto'"
             )
         if name == "numba" and importlib.util.find_spec("numba") is None:
             raise ImportError(f"{where}: backend 'numba' needs the numba package: pip install numba")
-        self._backend = name
+        self._backend_choice = name
+        self._backend = self._resolve_backend(name)
+
+    @property
+    def backend_choice(self) -> str:
+        """The backend as it was set: `"auto"`, or the backend itself."""
+        return self._backend_choice
+
+    def _resolve_backend(self, name: str) -> str:
+        """`"auto"` -> `"numba"` (float32/float64 parameters on the CPU, a model with kernels), else `"torch"`."""
+        if name != "auto":
+            return name
+        ref = next(self.parameters(), None)  # (during __init__ the parameters may not exist yet)
+        on_cpu = ref is None or (ref.device.type == "cpu" and ref.dtype in (torch.float32, torch.float64))
+        numba = "numba" in self.backends and importlib.util.find_spec("numba") is not None
+        return "numba" if on_cpu and numba else "torch"
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        out = super()._apply(fn, *args, **kwargs)
+        if getattr(self, "_backend_choice", None) == "auto":  # moved or cast: choose again
+            self._backend = self._resolve_backend("auto")
+        return out
 
     def extra_repr(self) -> str:
-        return f"backend={self.backend!r}"
+        return f"backend={self.backend_choice!r}"
 
     # ------------------------------------------------------------------ protocol
     def initial_state(

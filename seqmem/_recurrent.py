@@ -49,7 +49,7 @@ class RecurrentBase(SequenceModule):
             nn.init.uniform_(p, -bound, bound)
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}, bias={self.bias}, backend={self.backend!r}"
+        return f"{self.input_size}, {self.hidden_size}, bias={self.bias}, backend={self.backend_choice!r}"
 
     def initial_state(
         self, batch_size: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None

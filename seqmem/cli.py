@@ -1,47 +1,183 @@
 """The `seqmem` command line (typer + rich): compare, report, bench, gradflow, playground, list.
 
-Other modules add their commands to the same `app` with `@app.command()`.
+Other modules add their commands to the same `app` with `@app.command()`. A command follows the house style:
+
+- `seqmem --help` and `seqmem --version` import neither torch nor rich: a command imports what it needs
+  (`seqmem.compare`, the registry, the tasks, rich) in its body, and its help texts name no computed model or
+  task names (they point to `seqmem list`, the one place that lists them);
+- every option that takes a value has a short `metavar` (N, NAME, NAMES, FILE, DIR...) and help that reads
+  at 80 columns (the help is plain click text, wrapped, never cut);
+- output is plain text: rich markup is off in `_stderr`, `_stdout()`, `_progress()` and `_stderr.status()`,
+  so `seqmem[ray]` or a user's bracketed name prints as written (colour through `rich.text.Text` styles);
+- bad input is a usage error, `raise typer.BadParameter(..., param_hint="--option")` naming what came
+  (`_split`, `_names`, `_ints`, `_floats`): the usage line, then `Error: ...` on stderr, exit code 2; an error
+  found later is `raise _fail(message)`: the same `Error: ...` line, exit code 2.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from typer.core import TyperGroup
 
 from . import __version__
-from .compare import DEFAULTS, RESULTS_FILE, CompareProgress, SweepError, compare
-from .registry import ModelSpec, list_models, list_tasks, model_names, resolve_model
-from .tasks import task_names
+from ._defaults import DEFAULTS
+from .results import RESULTS_FILE
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, ProgressColumn
+    from rich.status import Status
+    from rich.table import Table
+
+    from .registry import ModelSpec
 
 __all__ = ["app", "main"]
 
+_LIST_HINT = "see `seqmem list`"
+_TaskOption = Annotated[str, typer.Option("--task", "-t", metavar="NAME", help=f"The task ({_LIST_HINT}).")]
+_TaskOptions = Annotated[
+    list[str] | None,
+    typer.Option("--task-option", "-o", metavar="KEY=VALUE", help="A task option (repeatable), e.g. -o n_tokens=4."),
+]
+
+
+_Context = TyperGroup.context_class
+_NBSP, _NBHY = "\u00a0", "\u2011"  # no-break space and hyphen: where the help text must not wrap
+
+
+class _HelpFormatter(_Context.formatter_class):
+    """Click's help layout, wrapped at words only: never inside `xor-echo`, `--seq-lens` or `[default: ...]`."""
+
+    def write_dl(self, rows: Any, *args: Any, **kwargs: Any) -> None:
+        def unbreakable(text: str) -> str:
+            text = re.sub(r"\[[^\[\]]*\]$", lambda m: m.group().replace(" ", _NBSP), text)
+            return text.replace("-", _NBHY)
+
+        super().write_dl([(first, unbreakable(second)) for first, second in rows], *args, **kwargs)
+
+    def getvalue(self) -> str:
+        return super().getvalue().replace(_NBSP, " ").replace(_NBHY, "-")
+
+
+class _PlainContext(_Context):
+    formatter_class = _HelpFormatter
+
+
+class _Group(TyperGroup):
+    """seqmem's command group: help wrapped at words (`_HelpFormatter`); a rejected value named in the error.
+
+    The settings reach every command registered on `app` (their contexts are `_PlainContext`).
+    """
+
+    context_class = _PlainContext
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for command in self.commands.values():
+            command.context_class = _PlainContext
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except typer.BadParameter as e:
+            raise _named(e) from None
+
+
+def _named(error: typer.BadParameter) -> typer.BadParameter:
+    """`error` in the one style of seqmem's usage errors: the option quoted, the rejected value named.
+
+    typer >= 0.20 checks values with pydantic, whose messages (`Input should be greater than or equal
+    to 1`) do not say what came; the value is in the pydantic error the `BadParameter` was raised from.
+    """
+    message = error.message
+    errors = getattr(error.__cause__, "errors", None)
+    first = errors()[0] if callable(errors) and errors() else {}
+    if "input" in first and "msg" in first:
+        said, value = str(first["msg"]), first["input"]
+        if said.startswith("Input "):  # 'Input should be ...' -> "'-5' should be ..."
+            message = f"{value!r} {said.removeprefix('Input ')}"
+        else:
+            message = f"{said}, got {value!r}"
+    hint = error.param_hint
+    if isinstance(hint, str) and not hint.startswith("'"):
+        hint = f"'{hint}'"
+    return typer.BadParameter(message, ctx=error.ctx, param=error.param, param_hint=hint)
+
+
 app = typer.Typer(
     name="seqmem",
+    cls=_Group,
     help="How does a network remember a sequence? RNN, LSTM, GRU, attention and selective SSMs side by side.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help and errors: nothing in brackets is read as markup, text wraps
 )
 
-_stderr = Console(stderr=True)
+
+class _LazyConsole:
+    """A plain-text `rich.console.Console` (no markup, no highlighting), made on first use.
+
+    Importing rich costs more than `seqmem --version` may take, so the console exists only once a
+    command prints. Attribute access goes to the console; `status` shows its message as plain text.
+    """
+
+    def __init__(self, **settings: Any) -> None:
+        self._settings = settings
+        self._console: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(markup=False, highlight=False, **self._settings)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+    def __enter__(self) -> Console:
+        return self.console.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.console.__exit__(*exc)
+
+    def status(self, message: str, **kwargs: Any) -> Status:
+        from rich.text import Text
+
+        return self.console.status(Text(message), **kwargs)
 
 
-def _fail(message: str) -> typer.Exit:
-    """Print a one-line error on stderr and return the exit (code 2, as for a usage error)."""
-    _stderr.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
+_stderr = _LazyConsole(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    """Print `Error: message` on stderr and return the exit to raise (code 2, as for a usage error)."""
+    typer.echo(f"Error: {message}", err=True)
+    return typer.Exit(code=code)
 
 
 def _stdout() -> Console:
-    """The console for tables: the terminal's width, or 160 columns when piped (no truncated names)."""
-    return Console(width=None if Console().is_terminal else 160)
+    """The console for tables: plain text, the terminal's width (or $COLUMNS), else 160 (no truncated names)."""
+    from rich.console import Console
+
+    return Console(markup=False, width=None if Console().is_terminal or "COLUMNS" in os.environ else 160)
+
+
+def _progress(*columns: str | ProgressColumn, **kwargs: Any) -> Progress:
+    """A rich `Progress` on stderr whose task descriptions print as plain text."""
+    from rich.progress import Progress, TextColumn
+
+    plain = [TextColumn(c, markup=False) if isinstance(c, str) else c for c in columns]
+    return Progress(*plain, console=_stderr.console, **kwargs)
 
 
 def _split(value: str, option: str) -> list[str]:
@@ -51,20 +187,36 @@ def _split(value: str, option: str) -> list[str]:
     return items
 
 
-def _names(value: str, option: str, known: list[str]) -> list[str]:
+def _names(value: str, option: str, known: list[str], what: str = "name") -> list[str]:
+    """The comma-separated names in `value`, each one of `known` (else a usage error naming the unknown)."""
     items = _split(value, option)
     unknown = [v for v in items if v not in known]
     if unknown:
         raise typer.BadParameter(
-            f"unknown name{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"unknown {what}{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
             f"choose from {', '.join(known)}",
             param_hint=option,
         )
     return items
 
 
+def _choice(value: str, option: str, known: list[str], what: str) -> str:
+    """`value` if it is one of `known`, else a usage error: `unknown <what> 'value'; choose from ...`."""
+    if value not in known:
+        raise typer.BadParameter(f"unknown {what} {value!r}; choose from {', '.join(known)}", param_hint=option)
+    return value
+
+
+def _task(value: str, option: str = "--task") -> str:
+    from .tasks import task_names
+
+    return _choice(value, option, task_names(), "task")
+
+
 def _models(value: str, option: str) -> list[ModelSpec]:
     """Models by registered name or import path `module:attr`, each resolved (and checked) before any work."""
+    from .registry import resolve_model
+
     specs = []
     for item in _split(value, option):
         try:
@@ -114,13 +266,15 @@ def _task_options(items: list[str]) -> dict[str, Any]:
     return out
 
 
-class _RichProgress(CompareProgress):
+class _RichProgress:
     """Two bars on stderr (runs of the sweep; steps of the current run) and a line per finished run.
 
-    On a parallel executor the step bar is hidden (steps are not reported across processes).
+    Implements every method of `seqmem.compare.CompareProgress` (not subclassed: this module must not
+    import `seqmem.compare`, and torch with it, before a command runs). On a parallel executor the step
+    bar is hidden (steps are not reported across processes).
     """
 
-    def __init__(self, progress: Progress | None, console: Console) -> None:
+    def __init__(self, progress: Progress | None, console: Console | _LazyConsole) -> None:
         self.progress = progress
         self.console = console
         self.runs: Any = None
@@ -136,7 +290,7 @@ class _RichProgress(CompareProgress):
         self.parallel = name != "inline"
         if self.parallel:
             where = f"{workers} worker{'s' if workers > 1 else ''}"
-            self.console.print(f"running on the {name} executor ({where})", highlight=False)
+            self.console.print(f"running on the {name} executor ({where})")
             if self.progress is not None:
                 self.progress.update(self.runs, description=f"runs ({name}, {where})")
 
@@ -162,7 +316,7 @@ class _RichProgress(CompareProgress):
             f"[{index + 1}/{total}] {record['model']} seq_len={record['seq_len']}{lr} seed={record['seed']}: "
             f"{metric} {shown} ({how}{extra})"
         )
-        (self.progress.console if self.progress is not None else self.console).print(line, highlight=False)
+        (self.progress.console if self.progress is not None else self.console).print(line)
         if self.progress is not None:
             self.progress.advance(self.runs)
             self.progress.update(self.steps, visible=False)
@@ -182,6 +336,8 @@ def results_table(records: list[dict[str, Any]], title: str | None = None) -> Ta
         The `rich.table.Table`: model, seq_len, (budget), metric mean (± half its min-max range
         over seeds), (best lr), held-out loss, parameters, state bytes, mean wall seconds.
     """
+    from rich.table import Table
+
     from .report import table_rows
 
     headers, rows, caption = table_rows(records)
@@ -196,101 +352,93 @@ def results_table(records: list[dict[str, Any]], title: str | None = None) -> Ta
 def _progress_bars(quiet: bool) -> tuple[Progress | None, _RichProgress | None]:
     progress = None
     if not quiet and _stderr.is_terminal:
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=_stderr,
-        )
+        from rich.progress import BarColumn, MofNCompleteColumn, TimeElapsedColumn
+
+        progress = _progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     return progress, (_RichProgress(progress, _stderr) if not quiet else None)
 
 
 @app.command("compare")
 def compare_command(
-    task: Annotated[str, typer.Option("--task", "-t", help=f"Task: {', '.join(task_names())}.")] = DEFAULTS[
-        "task"
-    ],
+    task: _TaskOption = DEFAULTS["task"],
     models: Annotated[
         str,
-        typer.Option("--models", "-m", help=f"Comma-separated models: {', '.join(model_names())}, or an import "
-                     "path package.module:attr to your own model class, factory or ModelSpec."),
+        typer.Option("--models", "-m", metavar="NAMES",
+                     help=f"Comma-separated models ({_LIST_HINT}) or import paths package.module:attr to "
+                     "your own model class, factory or ModelSpec."),
     ] = ",".join(DEFAULTS["models"]),
     seq_lens: Annotated[
-        str, typer.Option("--seq-lens", "-T", help="Comma-separated sequence lengths.")
+        str, typer.Option("--seq-lens", "-T", metavar="LENS", help="Comma-separated sequence lengths.")
     ] = ",".join(map(str, DEFAULTS["seq_lens"])),
     seeds: Annotated[
-        str, typer.Option("--seeds", "-s", help="Comma-separated seeds (ints >= 0).")
+        str, typer.Option("--seeds", "-s", metavar="SEEDS", help="Comma-separated seeds (ints >= 0).")
     ] = ",".join(map(str, DEFAULTS["seeds"])),
-    steps: Annotated[int, typer.Option(min=1, help="Training steps per run.")] = DEFAULTS["steps"],
+    steps: Annotated[int, typer.Option(min=1, metavar="N", help="Training steps per run.")] = DEFAULTS["steps"],
     params: Annotated[
-        str, typer.Option(help="Parameter budget per network (within 10%), or comma-separated budgets.")
+        str,
+        typer.Option(metavar="N", help="Parameter budget per network (within 10%); comma-separated for several."),
     ] = str(DEFAULTS["params"]),
-    batch_size: Annotated[int, typer.Option(min=1, help="Sequences per training step.")] = DEFAULTS[
-        "batch_size"
-    ],
+    batch_size: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Sequences per training step.")
+    ] = DEFAULTS["batch_size"],
     lr: Annotated[
-        float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine decay).")
+        float, typer.Option(metavar="LR", help="Peak learning rate (AdamW, warm-up, cosine decay).")
     ] = DEFAULTS["lr"],
     lrs: Annotated[
         str | None,
-        typer.Option(help="Learning-rate grid, e.g. 1e-3,3e-3,1e-2: each its own run; the table shows the "
-                     "best per cell (replaces --lr)."),
+        typer.Option(metavar="LRS", help="A learning-rate grid, e.g. 1e-3,3e-3,1e-2, in place of --lr: a run per "
+                     "rate, the table shows the best per cell."),
     ] = None,
     weight_decay: Annotated[
-        float, typer.Option(min=0.0, help="AdamW weight decay on weight matrices.")
+        float, typer.Option(min=0.0, metavar="X", help="AdamW weight decay on weight matrices.")
     ] = DEFAULTS["weight_decay"],
     clip: Annotated[
-        float, typer.Option(min=0.0, help="Gradient-norm clipping threshold; 0 turns clipping off.")
+        float, typer.Option(min=0.0, metavar="X", help="Gradient-norm clipping threshold (0: off).")
     ] = DEFAULTS["clip"],
     no_clip: Annotated[bool, typer.Option("--no-clip", help="No gradient clipping (as --clip 0).")] = False,
     tbptt: Annotated[
-        int,
-        typer.Option(min=0, help="Truncated BPTT: backpropagate within chunks of this many steps (0: full)."),
+        int, typer.Option(min=0, metavar="N", help="Truncated BPTT in chunks of N steps (0: full BPTT).")
     ] = 0,
     eval_batches: Annotated[
-        int, typer.Option(min=1, help="Held-out batches of 256 sequences per evaluation.")
+        int, typer.Option(min=1, metavar="N", help="Held-out batches of 256 sequences per evaluation.")
     ] = DEFAULTS["eval_batches"],
     corpus: Annotated[
         Path | None,
-        typer.Option(
-            exists=True, dir_okay=False, help="UTF-8 text file for --task text (default: Python's help)."
-        ),
+        typer.Option(exists=True, dir_okay=False, metavar="FILE",
+                     help="UTF-8 text for --task text (default: Python's help)."),
     ] = None,
-    task_option: Annotated[
-        list[str] | None,
-        typer.Option("--task-option", "-o", help="A task option KEY=VALUE (repeatable), e.g. -o n_tokens=4."),
-    ] = None,
+    task_option: _TaskOptions = None,
     data: Annotated[
         Path | None,
-        typer.Option(exists=True, dir_okay=False,
-                     help="Your data set, an .npz with x (N, T, F) features or (N, T) tokens and y (labels or "
-                     "targets), optional lengths, x_val, y_val: trains on it at its seq_len (replaces --task)."),
+        typer.Option(exists=True, dir_okay=False, metavar="FILE",
+                     help="Your data set, in place of --task: an .npz with x (N, T, F) features or (N, T) tokens, "
+                     "y (labels or targets), optional lengths, x_val, y_val."),
     ] = None,
     out: Annotated[
-        Path, typer.Option(file_okay=False, help=f"Output directory: {RESULTS_FILE} (resumable) and a plot.")
+        Path, typer.Option(file_okay=False, metavar="DIR", help=f"Output folder: {RESULTS_FILE} and the plot.")
     ] = Path("runs/compare"),
     backend: Annotated[
-        str, typer.Option(help="Backend: torch, or numba for the models that have it (the others use torch).")
-    ] = "torch",
+        str, typer.Option(metavar="NAME", help="auto (numba where a model has kernels, else torch), torch, numba.")
+    ] = "auto",
     executor: Annotated[
         str,
-        typer.Option(help="Where runs train: local (this process; a process pool with --jobs > 1), inline, "
-                     "process, or ray (pip install 'seqmem[ray]')."),
+        typer.Option(metavar="NAME", help="Where runs train: local (this process, or a pool with --jobs > 1), "
+                     "inline, process, or ray (pip install 'seqmem[ray]')."),
     ] = "local",
     jobs: Annotated[
         int | None,
-        typer.Option("--jobs", "-j", min=1, help="Runs at the same time: pool workers, or local Ray's CPUs."),
+        typer.Option("--jobs", "-j", min=1, metavar="N", help="Runs at once: pool workers or local Ray CPUs."),
     ] = None,
     address: Annotated[
-        str | None, typer.Option(help="Ray cluster to join (--executor ray); default: start a local one.")
+        str | None,
+        typer.Option(metavar="ADDRESS", help="Ray cluster to join (--executor ray; default: a local one)."),
     ] = None,
     save_weights: Annotated[
         bool,
-        typer.Option("--save-weights", help="Save each network as <out>/weights/<id>.safetensors + .json."),
+        typer.Option("--save-weights", help="Save each network: <out>/weights/<id>.safetensors + .json."),
     ] = False,
     threads: Annotated[
-        int, typer.Option(min=1, help="Threads (torch, numba and BLAS), per worker (small models run fastest on 1).")
+        int, typer.Option(min=1, metavar="N", help="Threads (torch, numba, BLAS) per worker; 1 suits small models.")
     ] = 1,
     plot: Annotated[
         bool, typer.Option("--plot/--no-plot", help="Write <out>/<task>.png (needs matplotlib).")
@@ -302,27 +450,22 @@ def compare_command(
     Runs already in <out>/results.jsonl are skipped, so an interrupted sweep (even killed) resumes
     where it stopped. `seqmem report <out>` renders the Markdown report and all plots afterwards.
 
-    Example: seqmem compare --task xor-echo --models rnn,lstm --seq-lens 10,20 --lrs 3e-3,1e-2 -j 2
+    \b
+    Example:
+      seqmem compare --task xor-echo --models rnn,lstm --seq-lens 10,20 -j 2
     """
+    from .compare import SweepError, compare
     from .executors import EXECUTORS
+    from .registry import list_models
 
-    if task not in task_names():
-        raise typer.BadParameter(
-            f"unknown task {task!r}; choose from {', '.join(task_names())}", param_hint="--task"
-        )
+    _task(task)
     if not (math.isfinite(lr) and lr > 0):
         raise typer.BadParameter(f"must be a positive number, got {lr}", param_hint="--lr")
     lr_grid = _floats(lrs, "--lrs") if lrs is not None else None
     model_list = _models(models, "--models")
-    known_backends = sorted({"torch", *(b for spec in [*list_models(), *model_list] for b in spec.backends)})
-    if backend not in known_backends:
-        raise typer.BadParameter(
-            f"unknown backend {backend!r}; choose from {', '.join(known_backends)}", param_hint="--backend"
-        )
-    if executor not in EXECUTORS:
-        raise typer.BadParameter(
-            f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}", param_hint="--executor"
-        )
+    known_backends = sorted({"auto", "torch", *(b for spec in [*list_models(), *model_list] for b in spec.backends)})
+    _choice(backend, "--backend", known_backends, "backend")
+    _choice(executor, "--executor", list(EXECUTORS), "executor")
     if address is not None and executor != "ray":
         raise typer.BadParameter("--address needs --executor ray", param_hint="--address")
     lens = _ints(seq_lens, "--seq-lens", 1)
@@ -345,7 +488,7 @@ def compare_command(
             raise typer.BadParameter(f"the data's sequences have seq_len {described.seq_len}; leave --seq-lens out",
                                      param_hint="--seq-lens")
         lens, task = [described.seq_len], "data"
-        _stderr.print(f"data: {data}: {described.describe()}", highlight=False)
+        _stderr.print(f"data: {data}: {described.describe()}")
 
     progress, reporter = _progress_bars(quiet)
     try:
@@ -382,8 +525,7 @@ def compare_command(
             progress.stop()
         if e.records:
             _stdout().print(results_table(e.records, title=f"seqmem compare: {task} (finished runs only)"))
-        _stderr.print(f"[bold red]Error:[/] {e}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1) from None
+        raise _fail(str(e), code=1) from None
     except (ValueError, TypeError, OSError, ImportError, RuntimeError) as e:
         raise _fail(str(e)) from None
     finally:
@@ -395,17 +537,18 @@ def compare_command(
     if not quiet:
         plot_path = out / f"{task}.png"
         shown = f" and {plot_path}" if plot and plot_path.exists() else ""
-        _stderr.print(f"results: {out / RESULTS_FILE}{shown}; report: seqmem report {out}", highlight=False)
+        _stderr.print(f"results: {out / RESULTS_FILE}{shown}; report: seqmem report {out}")
 
 
 @app.command("report")
 def report_command(
     run_dir: Annotated[
-        Path, typer.Argument(exists=True, help=f"A sweep's folder (with {RESULTS_FILE}) or the file itself.")
+        Path,
+        typer.Argument(exists=True, metavar="RUN_DIR", help=f"A sweep's folder (with {RESULTS_FILE}) or that file."),
     ],
     out: Annotated[
         Path | None,
-        typer.Option(file_okay=False, help="Folder for report.md and the plots (default: RUN_DIR)."),
+        typer.Option(file_okay=False, metavar="DIR", help="Folder for report.md and the plots (default: RUN_DIR)."),
     ] = None,
     plot: Annotated[bool, typer.Option("--plot/--no-plot", help="Draw the plots (needs matplotlib).")] = True,
 ) -> None:
@@ -414,7 +557,9 @@ def report_command(
     Writes report.md, <task>.png (metric vs seq_len), <task>_params.png (metric vs parameters) and
     <task>_state.png (metric vs state bytes per sequence).
 
-    Example: seqmem report runs/compare
+    \b
+    Example:
+      seqmem report runs/compare
     """
     from .compare import read_results
     from .report import write_report
@@ -437,36 +582,38 @@ def report_command(
             path = write_report(run_dir, out, plot=plot)
     except (OSError, ValueError) as e:
         raise _fail(str(e)) from None
-    _stderr.print(f"report: {path}", highlight=False)
+    _stderr.print(f"report: {path}")
 
 
 @app.command("gradflow")
 def gradflow_command(
     model: Annotated[
-        str, typer.Option("--model", "--models", "-m", help="Model(s), comma-separated, e.g. rnn,lstm.")
+        str,
+        typer.Option("--model", "--models", "-m", metavar="NAMES", help="Models, comma-separated, e.g. rnn,lstm."),
     ] = "rnn,lstm",
-    task: Annotated[str, typer.Option("--task", "-t", help=f"Task: {', '.join(task_names())}.")] = "xor-echo",
-    seq_len: Annotated[int, typer.Option("--seq-len", "-T", min=1, help="Sequence length.")] = 50,
-    task_option: Annotated[
-        list[str] | None,
-        typer.Option("--task-option", "-o", help="A task option KEY=VALUE (repeatable), e.g. -o n_tokens=4."),
-    ] = None,
+    task: _TaskOption = "xor-echo",
+    seq_len: Annotated[int, typer.Option("--seq-len", "-T", min=1, metavar="T", help="Sequence length.")] = 50,
+    task_option: _TaskOptions = None,
     width: Annotated[
-        int, typer.Option(min=1, help="hidden_size of RNN/LSTM/GRU, d_model of the others.")
+        int, typer.Option(min=1, metavar="N", help="hidden_size of RNN/LSTM/GRU, d_model of the others.")
     ] = 32,
     steps: Annotated[
         int,
-        typer.Option(min=0, help="Training steps between the two measurements (0: before training only)."),
+        typer.Option(min=0, metavar="N", help="Training steps between the two measurements (0: before only)."),
     ] = 0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Sequences per training step.")] = 64,
-    lr: Annotated[float, typer.Option(help="Peak learning rate of the training.")] = 3e-3,
-    clip: Annotated[float, typer.Option(min=0.0, help="Gradient clipping of the training (0: off).")] = 1.0,
-    measure_batch: Annotated[int, typer.Option(min=1, help="Sequences in the measured batch.")] = 16,
+    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Sequences per training step.")] = 64,
+    lr: Annotated[float, typer.Option(metavar="LR", help="Peak learning rate of the training.")] = 3e-3,
+    clip: Annotated[
+        float, typer.Option(min=0.0, metavar="X", help="Gradient clipping of the training (0: off).")
+    ] = 1.0,
+    measure_batch: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Sequences in the measured batch.")
+    ] = 16,
     seed: Annotated[
-        int, typer.Option(min=0, help="Seed of initialisation, data and the measured batch.")
+        int, typer.Option(min=0, metavar="N", help="Seed of initialisation, data and the measured batch.")
     ] = 0,
     out: Annotated[
-        Path, typer.Option(file_okay=False, help="Folder for gradflow.json and gradflow.png.")
+        Path, typer.Option(file_okay=False, metavar="DIR", help="Folder for gradflow.json and gradflow.png.")
     ] = Path("runs/gradflow"),
     plot: Annotated[
         bool, typer.Option("--plot/--no-plot", help="Write gradflow.png (needs matplotlib).")
@@ -477,15 +624,16 @@ def gradflow_command(
     Measures ||dL/dh_t|| (task loss) against t, ||dh_T/dh_t|| against T - t, the spectral radius of
     the recurrent matrix and the LSTM forget-gate product; plots them (log scale) and saves JSON.
 
-    Example: seqmem gradflow --model rnn,lstm --task xor-echo --seq-len 50 --width 32 --steps 300
+    \b
+    Example:
+      seqmem gradflow --model rnn,lstm --seq-len 50 --width 32 --steps 300
     """
+    from rich.table import Table
+
     from .gradflow import gradflow
 
     model_list = _models(model, "--model")
-    if task not in task_names():
-        raise typer.BadParameter(
-            f"unknown task {task!r}; choose from {', '.join(task_names())}", param_hint="--task"
-        )
+    _task(task)
     names = ", ".join(m.name for m in model_list)
     with _stderr.status(f"measuring {names} on {task} (T={seq_len}, {steps} training steps)"):
         try:
@@ -519,21 +667,24 @@ def gradflow_command(
             )
     _stdout().print(table)
     png = out / "gradflow.png"
-    _stderr.print(f"results: {out / 'gradflow.json'}" + (f" and {png}" if plot and png.exists() else ""),
-                  highlight=False)
+    _stderr.print(f"results: {out / 'gradflow.json'}" + (f" and {png}" if plot and png.exists() else ""))
 
 
 @app.command("playground")
 def playground_command(
-    models: Annotated[str, typer.Option("--models", "-m", help="Comma-separated models.")] = "rnn,lstm",
-    seq_len: Annotated[int, typer.Option("--seq-len", "-T", min=2, help="XOR-echo string length.")] = 20,
-    steps: Annotated[int, typer.Option(min=1, help="Training steps per model.")] = 400,
-    params: Annotated[int, typer.Option(min=1, help="Parameter budget per network.")] = 10_000,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-2,
-    examples: Annotated[int, typer.Option(min=1, help="Held-out strings to trace.")] = 2,
-    seed: Annotated[int, typer.Option(min=0, help="Seed.")] = 0,
+    models: Annotated[
+        str, typer.Option("--models", "-m", metavar="NAMES", help="Comma-separated models.")
+    ] = "rnn,lstm",
+    seq_len: Annotated[
+        int, typer.Option("--seq-len", "-T", min=2, metavar="T", help="XOR-echo string length.")
+    ] = 20,
+    steps: Annotated[int, typer.Option(min=1, metavar="N", help="Training steps per model.")] = 400,
+    params: Annotated[int, typer.Option(min=1, metavar="N", help="Parameter budget per network.")] = 10_000,
+    lr: Annotated[float, typer.Option(metavar="LR", help="Peak learning rate.")] = 1e-2,
+    examples: Annotated[int, typer.Option(min=1, metavar="N", help="Held-out strings to trace.")] = 2,
+    seed: Annotated[int, typer.Option(min=0, metavar="N", help="Seed.")] = 0,
     out: Annotated[
-        Path, typer.Option(file_okay=False, help="Folder for playground.json and playground.png.")
+        Path, typer.Option(file_okay=False, metavar="DIR", help="Folder for playground.json and playground.png.")
     ] = Path("runs/playground"),
     plot: Annotated[
         bool, typer.Option("--plot/--no-plot", help="Write playground.png (needs matplotlib).")
@@ -543,8 +694,13 @@ def playground_command(
 
     After each prefix, the probability the network gives to the true label (via SequenceNetwork.step).
 
-    Example: seqmem playground --seq-len 20 --steps 400
+    \b
+    Example:
+      seqmem playground --seq-len 20 --steps 400
     """
+    from rich.table import Table
+    from rich.text import Text
+
     from .playground import playground
 
     model_list = _models(models, "--models")
@@ -562,37 +718,43 @@ def playground_command(
         for t, tok in enumerate(ex["tokens"]):
             table.add_column(f"{t}:{tok}", justify="right")
         for m, probs in ex["confidence"].items():
-            cells = [f"[{'green' if p > 0.5 else 'red'}]{p:.2f}[/]" for p in probs]
+            cells = [Text(f"{p:.2f}", style="green" if p > 0.5 else "red") for p in probs]
             acc = result["models"][m]["accuracy"]
             table.add_row(f"{m} (acc {'n/a' if acc is None else f'{acc:.2f}'})", *cells)
         console.print(table)
     png = out / "playground.png"
-    _stderr.print(f"results: {out / 'playground.json'}" + (f" and {png}" if plot and png.exists() else ""),
-                  highlight=False)
+    _stderr.print(f"results: {out / 'playground.json'}" + (f" and {png}" if plot and png.exists() else ""))
 
 
 @app.command("bench")
 def bench_command(
     models: Annotated[
-        str,
-        typer.Option("--models", "-m", help=f"Comma-separated models: {', '.join(model_names())}, or an import "
-                     "path package.module:attr."),
-    ] = ",".join(model_names()),
+        str | None,
+        typer.Option("--models", "-m", metavar="NAMES", show_default="every registered model",
+                     help=f"Comma-separated models ({_LIST_HINT}) or import paths package.module:attr."),
+    ] = None,
     backends: Annotated[
-        str | None, typer.Option(help="Comma-separated backends to measure (default: every one a model has).")
+        str | None,
+        typer.Option(metavar="NAMES", show_default="every one a model has",
+                     help="Comma-separated backends to measure, e.g. torch,numba (--baselines adds torch.nn's)."),
     ] = None,
     modes: Annotated[
-        str, typer.Option(help="Comma-separated modes: forward, train, step.")
+        str, typer.Option(metavar="NAMES", help="Comma-separated modes: forward, train, step.")
     ] = "forward,train,step",
-    seq_lens: Annotated[str, typer.Option("--seq-lens", "-T", help="Comma-separated sequence lengths.")] = (
-        "64,256,1024"
-    ),
-    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes (step mode uses 1).")] = "32",
+    seq_lens: Annotated[
+        str, typer.Option("--seq-lens", "-T", metavar="LENS", help="Comma-separated sequence lengths.")
+    ] = "64,256,1024",
+    batch_sizes: Annotated[
+        str, typer.Option(metavar="SIZES", help="Comma-separated batch sizes (step mode uses 1).")
+    ] = "32",
     width: Annotated[
-        int, typer.Option(min=1, help="hidden_size of RNN/LSTM/GRU, d_model of the others.")
+        int, typer.Option(min=1, metavar="N", help="hidden_size of RNN/LSTM/GRU, d_model of the others.")
     ] = 64,
-    repeats: Annotated[int | None, typer.Option(min=1, help="Timed runs per case (median).")] = None,
-    threads: Annotated[int, typer.Option(min=1, help="Threads of torch, numba and BLAS.")] = 1,
+    repeats: Annotated[
+        int | None,
+        typer.Option(min=1, metavar="N", show_default="7, fewer for long cases", help="Timed runs per case (median)."),
+    ] = None,
+    threads: Annotated[int, typer.Option(min=1, metavar="N", help="Threads of torch, numba and BLAS.")] = 1,
     baselines: Annotated[
         bool,
         typer.Option("--baselines/--no-baselines", help="Include torch.nn.RNN/LSTM/GRU and their cells."),
@@ -605,27 +767,34 @@ def bench_command(
         bool, typer.Option("--compare-baselines", help="Also measure the numba speed goals against torch.nn.")
     ] = False,
     json_path: Annotated[
-        Path | None, typer.Option("--json", dir_okay=False, help="Write the records as JSON.")
+        Path | None, typer.Option("--json", dir_okay=False, metavar="FILE", help="Write the records as JSON.")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(file_okay=False, help="Folder for the log-log plots (needs matplotlib).")
+        Path | None,
+        typer.Option(file_okay=False, metavar="DIR", help="Folder for the log-log plots (needs matplotlib)."),
     ] = None,
 ) -> None:
     """Time, peak memory and state size against seq_len, for every model x backend and torch.nn baselines.
 
-    Example: seqmem bench --models lstm,transformer,mamba --seq-lens 64,256,1024 --out runs/bench
+    \b
+    Example:
+      seqmem bench --models lstm,mamba --seq-lens 64,256,1024 --out runs/bench
     """
+    from rich.progress import TimeElapsedColumn
+    from rich.table import Table
+    from rich.text import Text
+
     from .bench import bench, format_bytes, format_seconds, plot_bench, write_json
     from .bench import compare_baselines as measure_goals
+    from .registry import list_models
 
-    model_list = _models(models, "--models")
+    model_list = _models(models, "--models") if models is not None else list_models()
     mode_list = _names(modes, "--modes", ["forward", "train", "step"])
     lens = _ints(seq_lens, "--seq-lens", 1)
     batches = _ints(batch_sizes, "--batch-sizes", 1)
-    backend_list = _split(backends, "--backends") + ["oneDNN"] if backends else None
-    progress = Progress(
-        TextColumn("{task.description}"), TimeElapsedColumn(), console=_stderr, transient=True
-    )
+    known_backends = sorted({b for spec in model_list for b in spec.backends})
+    backend_list = _names(backends, "--backends", known_backends, "backend") + ["oneDNN"] if backends else None
+    progress = _progress("{task.description}", TimeElapsedColumn(), transient=True)
     with progress:
         job = progress.add_task("bench")
         try:
@@ -667,7 +836,7 @@ def bench_command(
             format_bytes(r.peak_bytes),
             format_bytes(r.state_bytes),
         )
-    console = Console(width=None if Console().is_terminal else 160)
+    console = _stdout()
     console.print(table)
     goals = []
     if compare_baselines:
@@ -683,7 +852,7 @@ def bench_command(
                 format_seconds(g.baseline_s),
                 f"{g.speedup:.2f}x",
                 f">= {g.goal:g}x",
-                "yes" if g.met else "[red]no[/]",
+                "yes" if g.met else Text("no", style="red"),
                 g.note,
             )
         console.print(gt)
@@ -691,14 +860,14 @@ def bench_command(
         write_json(records, json_path)
         if goals:
             write_json(goals, json_path.with_name(json_path.stem + "_goals.json"))
-        _stderr.print(f"records: {json_path}", highlight=False)
+        _stderr.print(f"records: {json_path}")
     if out is not None:
         try:
             paths = plot_bench(records, out)
         except ImportError as e:
-            _stderr.print(f"[yellow]no plots:[/] {e}", highlight=False)
+            _stderr.print(f"no plots: {e}")
         else:
-            _stderr.print("plots: " + ", ".join(map(str, paths)), highlight=False)
+            _stderr.print("plots: " + ", ".join(map(str, paths)))
 
 
 @app.command("generate")
@@ -709,15 +878,18 @@ def generate_command(
             help="A network saved by `seqmem compare --task text --save-weights`: its .safetensors, .json or stem."
         ),
     ],
-    prompt: Annotated[str, typer.Option("--prompt", "-p", help="The text to continue (at least one character).")],
-    tokens: Annotated[int, typer.Option("--tokens", "-n", min=0, help="Characters to generate.")] = 200,
+    prompt: Annotated[
+        str, typer.Option("--prompt", "-p", metavar="TEXT", help="The text to continue (at least one character).")
+    ],
+    tokens: Annotated[int, typer.Option("--tokens", "-n", min=0, metavar="N", help="Characters to generate.")] = 200,
     temperature: Annotated[
-        float, typer.Option(min=0.0, help="Sampling temperature: below 1 sharper, above 1 flatter; 0 is greedy.")
+        float,
+        typer.Option(min=0.0, metavar="X", help="Sampling temperature: below 1 sharper, above 1 flatter; 0: greedy."),
     ] = 0.8,
     top_k: Annotated[
-        int | None, typer.Option("--top-k", min=1, help="Sample among the k most likely characters only.")
+        int | None, typer.Option("--top-k", min=1, metavar="K", help="Sample among the k most likely characters only.")
     ] = None,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the sampling.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, metavar="N", help="Seed of the sampling.")] = 0,
 ) -> None:
     """Sample text from a character-level language model, one token per stream push; print the text and tokens/s.
 
@@ -757,7 +929,11 @@ def generate_command(
 @app.command("list")
 def list_command() -> None:
     """List the models and tasks, with one line each."""
-    console = Console()
+    from rich.table import Table
+
+    from .registry import list_models, list_tasks
+
+    console = _stdout()
     models = Table(title="models (seqmem.build(name, ...))")
     models.add_column("name")
     models.add_column("description")
@@ -777,9 +953,12 @@ def list_command() -> None:
 def warmup_command(
     models: Annotated[
         str | None,
-        typer.Option("--models", "-m", help="Comma-separated models (default: every model with a numba backend)."),
+        typer.Option("--models", "-m", metavar="NAMES",
+                     help="Comma-separated models (default: every model with a numba backend)."),
     ] = None,
-    dtypes: Annotated[str, typer.Option(help="Comma-separated dtypes: float32, float64.")] = "float32,float64",
+    dtypes: Annotated[
+        str, typer.Option(metavar="DTYPES", help="Comma-separated dtypes: float32, float64.")
+    ] = "float32,float64",
 ) -> None:
     """Compile the numba kernels ahead of time (once per machine; later processes load them from the cache).
 
@@ -793,7 +972,7 @@ def warmup_command(
         records = warmup(model_list, dtype_list, progress=lambda d: status.update(f"compiling numba kernels: {d}"))
     for r in records:
         done = f"compiled {r.compiled} kernels" if r.compiled else "loaded from the cache"
-        typer.echo(f"{r.model:<8} {r.dtype:<8} {r.seconds:6.1f} s  {done}")
+        typer.echo(f"{r.model:<12} {r.dtype:<8} {r.seconds:6.1f} s  {done}")
 
 
 def _version(value: bool) -> None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._defaults import DEFAULTS
 from ._threads import threads as thread_limit
 from .executors import Executor, RayExecutor, make_executor
 from .network import ModelRef, size_for_budget
@@ -60,22 +61,6 @@ __all__ = [
     "run_id",
     "summarize",
 ]
-
-DEFAULTS: dict[str, Any] = {
-    "task": "xor-echo",
-    "models": ("rnn", "lstm", "gru", "transformer", "mamba"),
-    "seq_lens": (5, 10, 20, 40),
-    "seeds": (0,),
-    "steps": 800,
-    "params": 20_000,
-    "batch_size": 64,
-    "lr": 1e-2,
-    "weight_decay": 0.01,
-    "clip": 1.0,
-    "eval_batches": 8,
-}
-"""The defaults of `compare` and `seqmem compare`, sized so the default sweep (xor-echo, 5 models x
-4 lengths) runs in minutes on two CPU cores."""
 
 
 class SweepError(RuntimeError):
@@ -231,6 +216,14 @@ def _data_task(task: str, seq_lens: Any, task_kwargs: Any, data: Any) -> tuple[s
     return "data", [T], task_kwargs
 
 
+def _backend_for(spec: ModelSpec, backend: str) -> str:
+    """The backend a model runs on in a sweep: `"auto"` takes numba where the model has it (the sweep
+    trains on the CPU); a backend the model lacks falls back to torch."""
+    if backend == "auto":
+        return "numba" if "numba" in spec.backends else "torch"
+    return backend if backend in spec.backends else "torch"
+
+
 def _check(*, task: str, models: Any, seq_lens: Any, seeds: Any, params: Any, lr: Any, lrs: Any,
            weight_decay: Any, clip: Any, tbptt: Any, steps: Any, batch_size: Any, eval_batches: Any,
            task_kwargs: Any, backend: Any, out: Any, plot: bool, save_weights: bool, executor: Any,
@@ -258,7 +251,7 @@ def _check(*, task: str, models: Any, seq_lens: Any, seeds: Any, params: Any, lr
         runner._import_ray()  # fail before any work without Ray
     for spec in specs:
         _check_importable(spec, runner)
-    known = sorted({"torch", *(b for spec in [*list_models(), *specs] for b in spec.backends)})
+    known = sorted({"auto", "torch", *(b for spec in [*list_models(), *specs] for b in spec.backends)})
     if backend not in known:
         raise ValueError(f"compare: unknown backend {backend!r}; expected one of {known}")
     return _Sweep(
@@ -266,7 +259,7 @@ def _check(*, task: str, models: Any, seq_lens: Any, seeds: Any, params: Any, lr
         budgets=budgets, lrs=_lr_list(lr, lrs), steps=steps, batch_size=batch_size, weight_decay=float(weight_decay),
         clip=None if clip is None or clip == 0 else float(clip), tbptt=tbptt, eval_batches=eval_batches,
         task_kwargs=dict(task_kwargs or {}),
-        backends={s.name: backend if backend in s.backends else "torch" for s in specs},
+        backends={s.name: _backend_for(s, backend) for s in specs},
         runner=runner, out=Path(out) if out is not None else None, plot=plot, save_weights=save_weights,
         threads=threads,
     )
@@ -390,7 +383,7 @@ def compare(
     eval_batches: int = DEFAULTS["eval_batches"],
     task_kwargs: dict[str, Any] | None = None,
     data: str | os.PathLike[str] | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
     out: str | os.PathLike[str] | None = None,
     plot: bool = True,
     save_weights: bool = False,
@@ -455,8 +448,9 @@ def compare(
         data: your own data set, an `.npz` file (see `seqmem.tasks.arrays`: `x`, `y`, optional
             `lengths`, `x_val`, `y_val`): the sweep trains on the task `data` at the file's
             sequence length; `task_kwargs` then takes its `val_fraction`, `seed` and `kind`.
-        backend: the backend to run the models on (`"torch"`, or `"numba"` for the models that
-            have it; the others run on `"torch"`, and each record says which ran).
+        backend: the backend to run the models on: `"auto"` (the default: each model's numba kernels
+            where it has them, torch otherwise), `"torch"`, or `"numba"` (for the models that have
+            it; the others run on `"torch"`). Each record says which ran.
         out: directory for `results.jsonl` and the plot (created if needed); `None` keeps the
             results in memory only (no resume).
         plot: write the plot (with `out` and matplotlib).

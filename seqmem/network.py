@@ -112,7 +112,8 @@ class SequenceNetwork(nn.Module):
         n_heads: attention heads (transformer only); `width` must be a multiple of `2 * n_heads`.
             `None` (default) picks 4 heads, or fewer if `width` needs it (`auto_heads`).
         **model_kwargs: further constructor arguments of the model (e.g. `d_state=8`,
-            `forget_bias=2.0`, `backend="numba"`).
+            `forget_bias=2.0`, `backend="numba"`). Without `backend`, a model with kernels runs on
+            `backend="auto"` (its numba kernels on the CPU, torch elsewhere).
 
     Attributes:
         spec: the model's `ModelSpec`.
@@ -173,6 +174,8 @@ class SequenceNetwork(nn.Module):
         given = dict(model_kwargs)
         if n_heads is not None:
             given["n_heads"] = n_heads
+        if "backend" not in given and len(spec.backends) > 1:
+            given["backend"] = "auto"  # numba kernels on the CPU where the model has them
         try:
             kwargs = spec.model_kwargs(width, given)  # checks the width against the grid (transformer heads)
         except ValueError as e:

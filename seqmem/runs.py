@@ -177,7 +177,8 @@ def execute_run(job: RunJob, callback: StepCallback | None = None) -> dict[str, 
         )
     with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG as it was
         torch.manual_seed(derive_seed(spec.seed, "init"))
-        kwargs = {"backend": spec.backend} if spec.backend != "torch" else {}
+        # the backend the sweep chose, always stated (a network's own default is "auto")
+        kwargs = {"backend": spec.backend} if len(job.model.backends) > 1 or spec.backend != "torch" else {}
         net = SequenceNetwork.for_task(job.model, task, job.width, **kwargs)
         result = train(
             net, task, spec.steps, batch_size=spec.batch_size, lr=spec.lr, weight_decay=spec.weight_decay,

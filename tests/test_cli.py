@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
+import typer.main
 from typer.testing import CliRunner
 
 from seqmem.cli import app
@@ -147,3 +151,132 @@ def test_compare_refuses_a_bad_data_file_before_any_work(tmp_path):
     res = runner.invoke(app, ["compare", "--data", str(tmp_path / "bad.npz"), "--seq-lens", "9",
                               "--out", str(tmp_path / "o")])
     assert res.exit_code == 2
+
+
+# ------------------------------------------------------------------------------ how the CLI reads
+COMMANDS = ["compare", "report", "gradflow", "playground", "bench", "list"]
+
+
+def _help(*args, width=80):
+    res = runner.invoke(app, [*args, "--help"], terminal_width=width, env={"COLUMNS": str(width)})
+    assert res.exit_code == 0, res.output
+    return res.stdout
+
+
+def _error_line(res):
+    """The one `Error: ...` line of a failed command, its wrapped lines joined."""
+    assert res.exit_code == 2, res.output
+    text = res.stderr
+    assert "Error: " in text and not res.stdout.strip(), res.output
+    return " ".join(text[text.index("Error: "):].split())
+
+
+def test_bracketed_text_prints_as_written(tmp_path, monkeypatch):
+    assert "pip install 'seqmem[ray]'" in " ".join(_help("compare").split())
+    listed = runner.invoke(app, ["list"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0 and listed.stdout.count("(accuracy; seqmem[data])") == 2
+    monkeypatch.setitem(sys.modules, "ray", None)  # as without the ray extra
+    res = runner.invoke(app, ["compare", "--executor", "ray", "--out", str(tmp_path / "o"), *TINY])
+    assert "pip install 'seqmem[ray]'" in _error_line(res)
+
+
+def _params(command):
+    """The command's click object, a context and its parameters (help included)."""
+    cmd = typer.main.get_command(app).get_command(None, command)
+    ctx = cmd.make_context(command, [], resilient_parsing=True)
+    return ctx, cmd.get_params(ctx)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_flags_take_no_value_in_the_help(command):
+    text = _help(command)
+    assert "<bool>" not in text
+    ctx, params = _params(command)
+    flags = [p.get_help_record(ctx)[0] for p in params if getattr(p, "is_flag", False)]
+    assert flags
+    for names in flags:  # e.g. "--plot / --no-plot": then straight to the help text, no value
+        assert re.search(rf"^  {re.escape(names)}  +[A-Z]", text, re.M), (names, text)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_reads_at_80_columns(command):
+    text = _help(command)
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 80 and "…" not in text
+    ctx, params = _params(command)
+    for param in params:
+        record = param.get_help_record(ctx)
+        extra = re.search(r"\[[^\[\]]*\]$", record[1]) if record else None
+        if extra:  # every default and range, whole on one line: never cut, never split
+            assert any(extra.group() in line for line in lines), (extra.group(), text)
+    # the help column starts by column 32: at least 46 columns of text at 80
+    starts = [len(m.group(1)) for m in re.finditer(r"^(  -.*?  +)\S", text, re.M) if len(m.group(1)) < 40]
+    assert starts and max(starts) <= 32, starts
+
+
+@pytest.mark.parametrize("option, value", [("--steps", "-5"), ("--steps", "x"), ("--batch-size", "0"),
+                                           ("--jobs", "0"), ("--clip", "-1"), ("--tbptt", "-3")])
+def test_range_errors_name_the_value(tmp_path, option, value):
+    line = _error_line(runner.invoke(app, ["compare", "--out", str(tmp_path / "o"), option, value]))
+    said = line.split(":", 2)[2]  # after "Error: Invalid value for '--steps':"
+    assert f"'{option}'" in line and re.search(rf"(?<![\w-]){re.escape(value)}(?!\w)", said), line
+
+
+@pytest.mark.parametrize("args", [
+    ["compare", "--steps", "-5"],               # typer's own check
+    ["compare", "--task", "sudoku"],            # seqmem's check of a value
+    ["compare", "--bogus"],                     # click's parser
+    ["bench", "--modes", "forwards"],
+    ["gradflow", "--task", "sudoku"],
+])
+def test_usage_errors_are_plain_lines(tmp_path, args):
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "o")] if args[0] != "bench" else args)
+    line = _error_line(res)
+    assert not set("╭╮╰╯│─") & set(res.output), res.output
+    assert res.stderr.startswith("Usage: ") and "--help' for help." in res.stderr
+    if "--bogus" not in args:
+        assert re.match(r"Error: Invalid value for '--[a-z-]+': ", line), line
+
+
+def test_errors_found_after_parsing_are_the_same_plain_line(tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "bad.npz", x=np.zeros((5, 4, 2), np.float32), y=np.array([0, 1, 0, 1, 7]), n_classes=2)
+    res = runner.invoke(app, ["compare", "--data", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "o")])
+    assert _error_line(res).startswith("Error: ") and not set("╭╮╰╯│") & set(res.output)
+    assert res.stderr.startswith("Error: ")  # no usage line: the command line was right, the data was not
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "results.jsonl").write_text("")
+    res = runner.invoke(app, ["report", str(tmp_path / "empty"), "--no-plot"])
+    assert _error_line(res).startswith("Error: no records in") and not set("╭╮╰╯│") & set(res.output)
+
+
+@pytest.mark.parametrize("args, available", [
+    (["--backends", "cuda"], "numba, torch"),
+    (["--models", "transformer", "--backends", "numba"], "torch"),
+    (["--models", "rnn,lstm", "--backends", "torch,jax"], "numba, torch"),
+])
+def test_bench_refuses_a_backend_no_model_has(monkeypatch, args, available):
+    import seqmem.bench
+
+    monkeypatch.setattr(seqmem.bench, "bench", lambda *a, **k: pytest.fail("bench ran"))
+    line = _error_line(runner.invoke(app, ["bench", *args]))
+    unknown = [b for b in args[-1].split(",") if b not in available.split(", ")]
+    assert f"unknown backend {unknown[0]!r}" in line and line.endswith(f"choose from {available}"), line
+
+
+def test_the_progress_reporter_implements_compare_progress():
+    from seqmem.cli import _RichProgress
+    from seqmem.compare import CompareProgress
+
+    hooks = {n for n in vars(CompareProgress) if not n.startswith("_")}
+    assert hooks and hooks <= {n for n in vars(_RichProgress) if not n.startswith("_")}
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["compare", "--help"], ["bench", "--help"]])
+def test_version_and_help_import_neither_torch_nor_rich(args):
+    code = ("import sys\nfrom seqmem.cli import app\n"
+            f"try:\n    app({args!r}, prog_name='seqmem')\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print(sorted(m for m in ('torch', 'numba', 'numpy', 'rich') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "[]", out

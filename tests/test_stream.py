@@ -154,7 +154,7 @@ def test_push_returns_the_stream_buffer_and_push_many_a_new_tensor():
 def _network(name: str, tokens: bool, backend: str, dtype=torch.float64, n_layers=2, seed=0) -> SequenceNetwork:
     torch.manual_seed(seed)
     io = {"vocab_size": 7} if tokens else {"input_size": 3}
-    kwargs = {"backend": backend} if backend == "numba" and name != "transformer" else {}
+    kwargs = {"backend": backend if "numba" in seqmem.model_spec(name).backends else "torch"}
     net = SequenceNetwork(name, 8, output_size=5, n_layers=n_layers, **io, **kwargs).to(dtype)
     with torch.no_grad():
         for p in net.parameters():

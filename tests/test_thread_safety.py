@@ -13,7 +13,8 @@ import threading
 import pytest
 import torch
 
-from seqmem._warmup import _small, numba_models
+from seqmem._warmup import _variants, numba_models
+from seqmem.registry import model_spec
 
 NO_JIT = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
 THREADS = 4
@@ -34,7 +35,7 @@ def _forward_backward(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Ten
 @pytest.mark.parametrize("name", numba_models())
 def test_concurrent_forward_and_backward_equal_sequential(name):
     torch.manual_seed(0)
-    model = _small(name).double()  # build(name, 8, 2)
+    model = _variants(model_spec(name))[-1].double()  # a tiny instance of its last kernel variant
     model.backend = "numba"
     B, T = SIZES
     gen = torch.Generator().manual_seed(1)

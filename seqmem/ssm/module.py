@@ -237,7 +237,7 @@ class SelectiveSSM(SequenceModule):
     def extra_repr(self) -> str:
         return (
             f"{self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
-            f"dt_rank={self.dt_rank}, selective={self.selective}, backend={self.backend!r}"
+            f"dt_rank={self.dt_rank}, selective={self.selective}, backend={self.backend_choice!r}"
         )
 
     def initial_state(

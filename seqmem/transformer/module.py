@@ -221,7 +221,7 @@ class CausalTransformer(SequenceModule):
         return (
             f"d_model={self.d_model}, n_heads={self.n_heads}, n_layers={self.n_layers}, "
             f"mlp_ratio={self.mlp_ratio}, bias={self.bias}, rope_base={self.rope_base}, "
-            f"backend={self.backend!r}"
+            f"backend={self.backend_choice!r}"
         )
 
     def initial_state(
