@@ -19,8 +19,10 @@ if TYPE_CHECKING:  # for type checkers and the API docs; at run time, `__getattr
     from .compare import compare
     from .gru import GRU
     from .io import load, save
+    from .linear_attention import LinearAttention, LinearAttentionState
     from .lstm import LSTM, LSTMGates
     from .minrnn import MinGRU, MinLSTM, MinRNNState
+    from .mlstm import MLSTM, MLSTMState
     from .network import SequenceNetwork, size_for_budget
     from .protocol import (
         GRUState,
@@ -53,12 +55,16 @@ if TYPE_CHECKING:  # for type checkers and the API docs; at run time, `__getattr
 __all__ = [
     "GRU",
     "LSTM",
+    "MLSTM",
     "RNN",
     "CausalTransformer",
     "GRUState",
     "KVCache",
     "LSTMGates",
     "LSTMState",
+    "LinearAttention",
+    "LinearAttentionState",
+    "MLSTMState",
     "MinGRU",
     "MinLSTM",
     "MinRNNState",
@@ -101,8 +107,10 @@ _HOME: dict[str, str] = {
     "compare": "compare",
     "GRU": "gru",
     "load": "io", "save": "io",
+    "LinearAttention": "linear_attention", "LinearAttentionState": "linear_attention",
     "LSTM": "lstm", "LSTMGates": "lstm",
     "MinGRU": "minrnn", "MinLSTM": "minrnn", "MinRNNState": "minrnn",
+    "MLSTM": "mlstm", "MLSTMState": "mlstm",
     "SequenceNetwork": "network", "size_for_budget": "network",
     "GRUState": "protocol", "KVCache": "protocol", "LSTMState": "protocol", "RNNState": "protocol",
     "SequenceModel": "protocol", "SSMState": "protocol", "State": "protocol", "map_state": "protocol",

@@ -52,6 +52,9 @@ MINIMAL = {
     "s4d": ModelConfig("s4d", d_model=1, d_state=1, d_conv=1, expand=1),
     "mingru": ModelConfig("mingru", input_size=1, hidden_size=1),
     "minlstm": ModelConfig("minlstm", input_size=1, hidden_size=1),
+    "linear-attention": ModelConfig("linear-attention", d_model=1, n_heads=1, n_layers=1, mlp_ratio=1, chunk_size=1),
+    "retention": ModelConfig("retention", d_model=1, n_heads=1, n_layers=1, mlp_ratio=1, chunk_size=1),
+    "mlstm": ModelConfig("mlstm", d_model=1, n_heads=1, expand=1, d_conv=1, qkv_block_size=1, chunk_size=1),
 }
 TYPICAL = {
     "rnn": ModelConfig("rnn", input_size=3, hidden_size=5),
@@ -62,6 +65,10 @@ TYPICAL = {
     "s4d": ModelConfig("s4d", d_model=4, d_state=4, d_conv=4, expand=2),
     "mingru": ModelConfig("mingru", input_size=3, hidden_size=5),
     "minlstm": ModelConfig("minlstm", input_size=3, hidden_size=5),
+    # chunks of 4 positions: the 16-step examples cross chunk boundaries, the 512-step one 128 of them
+    "linear-attention": ModelConfig("linear-attention", d_model=8, n_heads=2, n_layers=2, chunk_size=4),
+    "retention": ModelConfig("retention", d_model=8, n_heads=2, n_layers=2, chunk_size=4),
+    "mlstm": ModelConfig("mlstm", d_model=4, n_heads=2, qkv_block_size=2, chunk_size=4),
 }
 ODD = {
     "rnn": ModelConfig("rnn", input_size=7, hidden_size=3, nonlinearity="relu", bias=False),
@@ -72,6 +79,14 @@ ODD = {
     "s4d": ModelConfig("s4d", d_model=5, d_state=3, d_conv=2, expand=1, conv_bias=False),
     "mingru": ModelConfig("mingru", input_size=7, hidden_size=3, bias=False),
     "minlstm": ModelConfig("minlstm", input_size=7, hidden_size=3, bias=False),
+    "linear-attention": ModelConfig(
+        "linear-attention", d_model=5, n_heads=2, d_k=3, d_v=2, n_layers=1, mlp_ratio=2, decay=(0.9, 0.6),
+        gate=True, bias=False, chunk_size=3,
+    ),
+    "retention": ModelConfig("retention", d_model=6, n_heads=3, d_v=3, n_layers=2, bias=False, chunk_size=5),
+    "mlstm": ModelConfig(
+        "mlstm", d_model=3, n_heads=3, d_conv=3, qkv_block_size=2, forget_gate="exp", bias=True, chunk_size=5
+    ),
 }
 LONG = {name: 128 if name == "transformer" else 512 for name in NAMES}
 GROWTH = {name: "linear" if name == "transformer" else "constant" for name in NAMES}
