@@ -377,7 +377,7 @@ class LinearAttention(SequenceModule):
             f"d_model={self.d_model}, n_heads={self.n_heads}, n_layers={self.n_layers}, d_k={d_k}, d_v={d_v}, "
             f"mlp_ratio={self.mlp_ratio}, feature_map={self.feature_map!r}, normalize={self.normalize}, "
             f"decay={self.decay!r}, gate={self.gate}, group_norm={self.group_norm}, bias={self.bias}, "
-            f"chunk_size={self.chunk_size}, backend={self.backend!r}"
+            f"chunk_size={self.chunk_size}, backend={self.backend_choice!r}"
         )
 
     def initial_state(

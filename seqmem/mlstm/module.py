@@ -224,7 +224,7 @@ class MLSTM(SequenceModule):
         return (
             f"{self.d_model}, n_heads={self.n_heads}, expand={self.expand}, d_conv={self.d_conv}, "
             f"qkv_block_size={self.qkv_block_size}, forget_gate={self.forget_gate!r}, bias={self.bias}, "
-            f"chunk_size={self.chunk_size}, backend={self.backend!r}"
+            f"chunk_size={self.chunk_size}, backend={self.backend_choice!r}"
         )
 
     def initial_state(
