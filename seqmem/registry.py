@@ -242,6 +242,13 @@ class ModelSpec:
         args[self.width_arg] = width
         return self.factory(**args)
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # a built-in or entry-point model travels to worker processes by name (its `configs` may be a
+        # closure); any other spec by value, its factory by reference
+        if _MODELS.portable(self):
+            return (model_spec, (self.name,))
+        return super().__reduce_ex__(protocol)
+
     def check(self) -> None:
         """Build the model at a tiny width and check it satisfies `SequenceModel` (a cheap sanity check).
 
@@ -307,6 +314,7 @@ class _Registry:
         self.kind, self.group, self.spec_type = kind, group, spec_type
         self._builtins = builtins
         self._specs: dict[str, Any] = {}
+        self._portable: set[str] = set()  # built-ins and entry points: every process has them
         self._loaded = False
         self._lock = threading.RLock()
 
@@ -327,8 +335,13 @@ class _Registry:
                                   f"which exists already; the entry point's is ignored", stacklevel=3)
                     continue
                 self._specs[spec.name] = spec
+            self._portable = set(self._specs)
             for name, spec in pending.items():
                 self._specs.setdefault(name, spec)
+
+    def portable(self, spec: Any) -> bool:
+        """Whether `spec` is a built-in or entry-point spec (found by name in any process)."""
+        return self._loaded and spec.name in self._portable and self._specs.get(spec.name) is spec
 
     def register(self, spec: Any, replace: bool) -> Any:
         with self._lock:
@@ -339,6 +352,7 @@ class _Registry:
                     f"({_qualname(self._specs[spec.name].factory)}); choose another name or pass replace=True"
                 )
             self._specs[spec.name] = spec
+            self._portable.discard(spec.name)  # replaced, or new: other processes do not have it
         return spec
 
     def get(self, name: str, where: str) -> Any:

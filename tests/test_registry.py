@@ -338,3 +338,14 @@ def test_two_variants_of_a_model_under_one_name_never_share_a_run(tmp_path):
     (c,) = compare("xor-echo", ["lstm"], [3], **tiny)
     assert a["id"] != b["id"] and a["model_kwargs"] == {"forget_bias": 3.0} and "model_kwargs" not in c
     assert [r["id"] for r in read_results(tmp_path)] == [a["id"], b["id"], c["id"]]
+
+
+def test_specs_travel_to_worker_processes():
+    """A pool or Ray worker gets each run's spec pickled: built-ins by name, a user's spec by value."""
+    import pickle
+
+    for spec in seqmem.list_models():
+        assert pickle.loads(pickle.dumps(spec)) is spec, spec.name
+    variant = seqmem.ModelSpec("lstm-fb3", seqmem.LSTM, kwargs={"forget_bias": 3.0})
+    copy = pickle.loads(pickle.dumps(variant))
+    assert copy is not variant and copy.kwargs == {"forget_bias": 3.0} and copy.factory is seqmem.LSTM
