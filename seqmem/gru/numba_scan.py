@@ -37,9 +37,9 @@ pass saves `r_t, z_t, n_t, q_t` (and `h_t` is the output), all that the backward
 
 Implementation notes (as in `seqmem.rnn.numba_scan`): kernels compiled once per dtype, trusting
 their inputs; one BLAS product per step for the whole batch (serial kernels: no `prange`); gate
-loops that vectorize, with the sigmoid and `tanh` built on an `exp` in plain arithmetic and IEEE
-division, computed in float64 (saturating exactly, never NaN for finite input); `saved` holds the
-four gate blocks side by side, each written through its own row view.
+loops that vectorize, with the kernel toolkit's sigmoid and `tanh` (`seqmem._kernels`: arithmetic
+only, saturating exactly, never NaN for finite input) and IEEE division; `saved` holds the four gate
+blocks side by side, each written through its own row view.
 
 References:
     Cho, K. et al. (2014). Learning phrase representations using RNN encoder-decoder for statistical
@@ -50,7 +50,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -59,65 +58,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .._numba import JIT, njit
-from ..rnn.numba_scan import (
-    _EMPTY,
-    _as_np,
-    _check_recurrent_args,
-    _checked_step_arrays,
-    _fast_step_arrays,
-    _needs_grad,
-    _StepCache,
-)
+from .._kernels import EMPTY, KERNEL, _check_recurrent_args, _needs_grad, _np, _sigmoid, _tanh
+from .._numba import njit
+from ..rnn.numba_scan import _checked_step_arrays, _fast_step_arrays, _params, _StepCache
 
 __all__ = ["gru_scan_numba", "gru_step_numba"]
-
-
-# ====================================================================== scalar activations
-_KERNEL = {**JIT, "error_model": "numpy"}
-"""`JIT` with IEEE division (x / 0 gives inf, never a `ZeroDivisionError` check): without the check
-on every division, LLVM vectorizes the gate loops (measured ~6x faster activations)."""
-
-_ACT = {**_KERNEL, "inline": "always"}
-
-
-@njit(**_ACT)
-def _exp40(y):  # pragma: no cover - compiled
-    """exp(y) for |y| <= 40 (callers clamp), in plain arithmetic so that loops over it vectorize.
-
-    `y = n ln2 + r`, `|r| <= ln2 / 2`; `exp(r)` by its Taylor polynomial to degree 12 (truncation
-    below 2e-16); `2^n` with `|n| <= 58` as the product of two exact powers `2^k` built from
-    integer shifts. Relative error ~3e-16 (libm's `exp` is not vectorized: ~3x slower here).
-    """
-    yc = 0.0 if y != y else y  # NaN: keep the integer part defined (NaN flows through r)
-    n = math.floor(yc * 1.4426950408889634 + 0.5)
-    r = (y - n * 0.6931471803691238) - n * 1.9082149292705877e-10  # ln2 split in two (Cody-Waite)
-    p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (
-        1.0 / 720.0 + r * (1.0 / 5040.0 + r * (1.0 / 40320.0 + r * (1.0 / 362880.0 + r * (
-            1.0 / 3628800.0 + r * (1.0 / 39916800.0 + r * (1.0 / 479001600.0))))))))))))
-    k = np.int64(n)
-    k1 = k >> 1
-    k2 = k - k1  # |k1|, |k2| <= 29: 2^(k + 30) fits an int64 exactly
-    s1 = np.float64(np.int64(1) << (k1 + 30)) * 9.313225746154785e-10  # 2^k1 (2^-30 exactly)
-    s2 = np.float64(np.int64(1) << (k2 + 30)) * 9.313225746154785e-10
-    return p * s1 * s2
-
-
-@njit(**_ACT)
-def _sigmoid(x):  # pragma: no cover - compiled
-    """1 / (1 + exp(-x)), inputs clamped to [-40, 40] (1 exactly above; below, an absolute error
-    under 5e-18); NaN stays NaN."""
-    x = 40.0 if x > 40.0 else x
-    x = -40.0 if x < -40.0 else x
-    return 1.0 / (1.0 + _exp40(-x))
-
-
-@njit(**_ACT)
-def _tanh(x):  # pragma: no cover - compiled
-    """tanh(x) = 1 - 2 / (exp(2x) + 1): exactly +-1 for |x| >= 20 (and +-inf), NaN stays NaN."""
-    x = 20.0 if x > 20.0 else x
-    x = -20.0 if x < -20.0 else x
-    return 1.0 - 2.0 / (_exp40(2.0 * x) + 1.0)
 
 
 # ====================================================================== kernels
@@ -126,7 +71,7 @@ def _tanh(x):  # pragma: no cover - compiled
 # offsets of one array indexed inside it (`a[j]`, `a[H + j]`) it does not (measured 6x slower).
 
 
-@njit(**_KERNEL)
+@njit(**KERNEL)
 def _gru_gates(gx, t, gh, h, bias, h_new, y, rh, sv, ts, reset_after):  # pragma: no cover - compiled
     """The gates of step `t` for the batch, after the recurrent product `gh`.
 
@@ -169,7 +114,7 @@ def _gru_gates(gx, t, gh, h, bias, h_new, y, rh, sv, ts, reset_after):  # pragma
                 s_q[j] = q
 
 
-@njit(**_KERNEL)
+@njit(**KERNEL)
 def _gru_candidate(gx, t, gn, h, bias, h_new, y, sv, ts):  # pragma: no cover - compiled
     """Finish a reset_after=False step: `gn = (r * h) W_hn^T` `(B, H)`; `n` to `sv`, h_t to `h_new`
     and `y[:, t]`."""
@@ -188,7 +133,7 @@ def _gru_candidate(gx, t, gn, h, bias, h_new, y, sv, ts):  # pragma: no cover - 
             s_n[j] = n
 
 
-@njit(**_KERNEL)
+@njit(**KERNEL)
 def _gru_forward(gx, h0, w_hh, b_hh, reset_after, save):  # pragma: no cover - compiled
     """Recurrence of the GRU (module docstring).
 
@@ -224,7 +169,7 @@ def _gru_forward(gx, h0, w_hh, b_hh, reset_after, save):  # pragma: no cover - c
     return y, h, saved
 
 
-@njit(**_KERNEL)
+@njit(**KERNEL)
 def _gru_backward(gy, ghT, h0, w_hh, y, saved, reset_after):  # pragma: no cover - compiled
     """BPTT through `_gru_forward` (equations in the module docstring).
 
@@ -305,7 +250,7 @@ def _gru_backward(gy, ghT, h0, w_hh, y, saved, reset_after):  # pragma: no cover
     return d_gx, e_n, g
 
 
-@njit(**_KERNEL)
+@njit(**KERNEL)
 def _gru_step(x, h, w_ih, w_hh, b_ih, b_hh, reset_after):  # pragma: no cover - compiled
     """One step with its input projection: x `(B, I)`, h `(B, H)`; returns h_new `(B, H)`."""
     B, H = h.shape
@@ -360,8 +305,8 @@ class _GRURecurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, gx: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor | None, reset_after: bool):
-        b = _EMPTY[gx.dtype] if b_hh is None else _as_np(b_hh)
-        y, hT, saved = _gru_forward(_as_np(gx), _as_np(h0), _as_np(w_hh), b, reset_after, True)
+        b = EMPTY[gx.dtype] if b_hh is None else _np(b_hh)
+        y, hT, saved = _gru_forward(_np(gx), _np(h0), _np(w_hh), b, reset_after, True)
         y, hT = torch.from_numpy(y), torch.from_numpy(hT)
         ctx.reset_after = reset_after
         ctx.has_bias = b_hh is not None
@@ -373,7 +318,7 @@ class _GRURecurrence(torch.autograd.Function):
     def backward(ctx: Any, gy: Tensor, ghT: Tensor):
         h0, w_hh, y, gates = ctx.saved_tensors
         d_gx, e_n, dh0 = _gru_backward(
-            _as_np(gy), _as_np(ghT), _as_np(h0), _as_np(w_hh), _as_np(y), gates.numpy(), ctx.reset_after
+            _np(gy), _np(ghT), _np(h0), _np(w_hh), _np(y), gates.numpy(), ctx.reset_after
         )
         d_gx = torch.from_numpy(d_gx)  # (B, T, 3H)
         B, T, G = d_gx.shape
@@ -434,7 +379,7 @@ def gru_scan_numba(
         Proceedings of the IEEE 78(10).
     """
     params = (weight_ih, weight_hh, bias_ih, bias_hh)
-    _check_recurrent_args("gru_scan_numba", x, *params, initial_state, 3, rank=3)
+    _check_recurrent_args("gru_scan_numba", x, _params(*params), {"initial_state": initial_state}, 3, rank=3)
     return _gru_scan(x, *params, bool(reset_after), initial_state)
 
 
@@ -452,8 +397,8 @@ def _gru_scan(
     gx = F.linear(x, weight_ih, bias_ih)  # (B, T, 3H)
     if _needs_grad(gx, h0, weight_hh, bias_hh):
         return _GRURecurrence.apply(gx, h0, weight_hh, bias_hh, reset_after)
-    b = _EMPTY[x.dtype] if bias_hh is None else _as_np(bias_hh)
-    y, hT, _ = _gru_forward(_as_np(gx), _as_np(h0), _as_np(weight_hh), b, reset_after, False)
+    b = EMPTY[x.dtype] if bias_hh is None else _np(bias_hh)
+    y, hT, _ = _gru_forward(_np(gx), _np(h0), _np(weight_hh), b, reset_after, False)
     return torch.from_numpy(y), torch.from_numpy(hT)
 
 
@@ -498,7 +443,7 @@ def gru_step_numba(
     """
     params = (weight_ih, weight_hh, bias_ih, bias_hh)
     if torch.is_grad_enabled() and _needs_grad(x_t, h, *params):
-        _check_recurrent_args("gru_step_numba", x_t, *params, h, 3, rank=2)
+        _check_recurrent_args("gru_step_numba", x_t, _params(*params), {"h": h}, 3, rank=2)
         return _gru_scan(x_t.unsqueeze(1), *params, bool(reset_after), h)[1]
     arrays = _fast_step_arrays(_STEP_CACHE, x_t, h, *params)
     if arrays is None:

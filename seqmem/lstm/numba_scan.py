@@ -41,11 +41,10 @@ after the kernel.
 
 Kernel notes (measured on the development machine, a 2-core AMD EPYC with AVX-512):
 
-- $\sigma$ and $\tanh$ are written with $e^{-|x|}$ (and $e^{-2|x|} - 1$ for tanh, so that it stays
-  accurate near 0), and that exponential with arithmetic only (`_exp_parts`): a call to libm's `exp` or
-  `tanh` keeps LLVM from vectorising the gate loop, while the polynomial vectorises (about 1 ns per
-  sigmoid in float32 against 25 ns). It is accurate to about 2 ulp and saturates exactly:
-  $\sigma(\pm 10^4) \in \{1, 0\}$, $\tanh(\pm 10^4) = \pm 1$; NaN stays NaN.
+- $\sigma$ and $\tanh$ are the kernel toolkit's (`seqmem._kernels`): arithmetic only, in the
+  arrays' precision, so that LLVM vectorises the gate loop (about 1 ns per sigmoid in float32 against
+  25 ns for libm's scalar `exp`); within about 2 ulp, exact when saturated ($\sigma(\pm 10^4) \in
+  \{1, 0\}$, $\tanh(\pm 10^4) = \pm 1$), NaN kept.
 - The recurrent product $W_{hh} h$ is written as a sum of rows of $W_{hh}^\top$ (an "axpy" loop that
   LLVM vectorises without reassociating floating-point sums; `fastmath` is never used), four rows of
   $W^\top$ and two sequences of the batch at a time to reuse loads.
@@ -73,124 +72,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from llvmlite import ir as llvm_ir
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .._numba import JIT, PJIT, intrinsic, njit, numba, prange
+from .._kernels import KERNEL as _JIT
+from .._kernels import NP_DTYPES as _NP_DTYPES
+from .._kernels import PKERNEL as _PJIT
+from .._kernels import _check_recurrent_args, _needs_grad, _np, _sigmoid, _tanh
+from .._numba import intrinsic, njit, numba, prange
 from ..protocol import LSTMState
 
 __all__ = ["clear_step_cache", "lstm_scan_numba", "lstm_step_numba"]
-
-# `error_model="numpy"` lets the gate loops vectorise (see the module docstring).
-_JIT = {**JIT, "error_model": "numpy"}
-_PJIT = {**PJIT, "error_model": "numpy"}
-_INLINE = {"inline": "always", **_JIT}
-
-_DTYPES = (torch.float32, torch.float64)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Elementwise math (inlined into the cell loops; arithmetic only, so LLVM vectorises those loops)
-# ----------------------------------------------------------------------------------------------------
-if numba.config.DISABLE_JIT:  # the kernels run as Python: the same numbers, from numpy
-
-    def _pow2_neg(n):
-        """`2^-n` for an integer-valued float `0 <= n <= 126`, in the type of `n`."""
-        return np.ldexp(type(n)(1.0), -int(n))
-
-else:
-
-    @intrinsic
-    def _pow2_neg(typingctx, n):  # pragma: no cover - compiled
-        """`2^-n` for an integer-valued float `0 <= n <= 126`, in the type of `n`: the IEEE bits
-        `(bias - n) << mantissa_bits` reinterpreted as a float. Exact, and unlike `math.ldexp` (a
-        libm call) it vectorises."""
-        if not isinstance(n, numba.core.types.Float):
-            return None
-
-        def codegen(context, builder, signature, args):
-            width, bias, shift = (32, 127, 23) if n.bitwidth == 32 else (64, 1023, 52)
-            ity = llvm_ir.IntType(width)
-            k = builder.fptosi(args[0], ity)
-            bits = builder.shl(builder.sub(llvm_ir.Constant(ity, bias), k), llvm_ir.Constant(ity, shift))
-            return builder.bitcast(bits, args[0].type)
-
-        return n(n), codegen
-
-
-@njit(**_INLINE)
-def _exp_parts(a, dt):  # pragma: no cover - compiled
-    """`exp(-a) = s (1 + q)` for `0 <= a < 87`: returns `(s, q)`, `s = 2^-n` exact, `|q| < 0.42`.
-
-    `a = n ln2 + r` with `|r| <= ln2 / 2` (ln2 split in two parts, so `r` is exact), `q = exp(-r) - 1`
-    by its Taylor polynomial (degree 13 in float64, 7 in float32: truncation below 2e-17 and 6e-9),
-    and `2^-n` from its bits (`_pow2_neg`). Any other `a` (large, inf, NaN) is replaced by 87 here;
-    the callers patch the result.
-    """
-    c = dt.type
-    aa = a if a < c(87.0) else c(87.0)  # finite, NaN-free
-    n = np.floor(aa * c(1.4426950408889634) + c(0.5))
-    r = (aa - n * c(0.693145751953125)) - n * c(1.4286068203094172e-06)
-    m = -r
-    if c(1.0) + c(1e-10) != c(1.0):  # float64 (folded at compile time)
-        p = c(1.0 / 6227020800.0)
-        p = p * m + c(1.0 / 479001600.0)
-        p = p * m + c(1.0 / 39916800.0)
-        p = p * m + c(1.0 / 3628800.0)
-        p = p * m + c(1.0 / 362880.0)
-        p = p * m + c(1.0 / 40320.0)
-        p = p * m + c(1.0 / 5040.0)
-    else:  # float32
-        p = c(1.0 / 5040.0)
-    p = p * m + c(1.0 / 720.0)
-    p = p * m + c(1.0 / 120.0)
-    p = p * m + c(1.0 / 24.0)
-    p = p * m + c(1.0 / 6.0)
-    p = p * m + c(0.5)
-    p = p * m + c(1.0)
-    q = p * m
-    s = _pow2_neg(n)
-    return s, q
-
-
-@njit(**_INLINE)
-def _exp_neg(a, dt):  # pragma: no cover - compiled
-    """`exp(-a)` for `a >= 0`, about 1 ulp; 0 for `a >= 87` (below float32's smallest normal), NaN
-    for NaN."""
-    c = dt.type
-    s, q = _exp_parts(a, dt)
-    e = s + s * q
-    return e if a < c(87.0) else (c(0.0) if a >= c(87.0) else a)
-
-
-@njit(**_INLINE)
-def _expm1_neg(a, dt):  # pragma: no cover - compiled
-    """`exp(-a) - 1` for `a >= 0`, accurate also for small `a` (no cancellation); -1 for `a >= 87`."""
-    c = dt.type
-    s, q = _exp_parts(a, dt)
-    e = s * q + (s - c(1.0))
-    return e if a < c(87.0) else (c(-1.0) if a >= c(87.0) else a)
-
-
-@njit(**_INLINE)
-def _sigmoid(x, dt):  # pragma: no cover - compiled
-    """`1 / (1 + exp(-x))`, without overflow: `e / (1 + e)` with `e = exp(x)` for negative `x`."""
-    c = dt.type
-    e = _exp_neg(abs(x), dt)
-    s = c(1.0) / (c(1.0) + e)
-    return s if x >= c(0.0) else e * s
-
-
-@njit(**_INLINE)
-def _tanh(x, dt):  # pragma: no cover - compiled
-    """`tanh(x) = -sign(x) d / (2 + d)` with `d = exp(-2|x|) - 1`: accurate near 0, exact +-1 when
-    saturated."""
-    c = dt.type
-    d = _expm1_neg(c(2.0) * abs(x), dt)
-    t = c(0.0) - d / (c(2.0) + d)  # (0 - ..., not -...: tanh(0) = +0)
-    return t if x >= c(0.0) else -t
-
 
 # ----------------------------------------------------------------------------------------------------
 # Matrix-vector products z += v @ W (W row-major (K, N): a sum of K rows, vectorised along N)
@@ -260,18 +152,18 @@ def _gemv_acc2(w, v, u, z, y):  # pragma: no cover - compiled
 # One cell, forward and backward (per sequence; all arrays 1-D rows)
 # ----------------------------------------------------------------------------------------------------
 @njit(**_JIT)
-def _cell_forward(z, h, c, peep, dt):  # pragma: no cover - compiled
+def _cell_forward(z, h, c, peep):  # pragma: no cover - compiled
     """From pre-activations `z` (4H,) and `c = c_{t-1}` to `h_t`, `c_t` (written into `h`, `c`);
     `z` is overwritten by the gate activations `[i, f, g, o]`."""
     H = h.shape[0]
     for j in range(H):
         cp = c[j]
-        i = _sigmoid(z[j] + peep[0, j] * cp, dt)
-        f = _sigmoid(z[H + j] + peep[1, j] * cp, dt)
-        g = _tanh(z[2 * H + j], dt)
+        i = _sigmoid(z[j] + peep[0, j] * cp)
+        f = _sigmoid(z[H + j] + peep[1, j] * cp)
+        g = _tanh(z[2 * H + j])
         cn = f * cp + i * g
-        o = _sigmoid(z[3 * H + j] + peep[2, j] * cn, dt)
-        h[j] = o * _tanh(cn, dt)
+        o = _sigmoid(z[3 * H + j] + peep[2, j] * cn)
+        h[j] = o * _tanh(cn)
         c[j] = cn
         z[j] = i
         z[H + j] = f
@@ -297,7 +189,7 @@ def _cell_backward(a, ct, cp, peep, gy, dh, dc, dz, dpeep, dt):  # pragma: no co
         o = a[3 * H + j]
         c1 = ct[j]
         c0 = cp[j]
-        tc = _tanh(c1, dt)
+        tc = _tanh(c1)
         dhj = gy[j] + dh[j]
         dzo = dhj * tc * o * (one - o)
         dcj = dc[j] + dhj * o * (one - tc * tc) + dzo * peep[2, j]
@@ -352,13 +244,13 @@ def _lstm_forward(gx, h0, c0, whh_t, peep, save, y, h_n, c_n, c_all, acts):  # p
                 _gemv_acc2(whh_t, ha, hb, za, zb)
             else:
                 _gemv_acc(whh_t, ha, za)
-            _cell_forward(za, ha, ca, peep, dt)
+            _cell_forward(za, ha, ca, peep)
             y[a, t] = ha
             if save:
                 c_all[a, t] = ca
                 acts[a, t] = za
             if two:
-                _cell_forward(zb, hb, cb, peep, dt)
+                _cell_forward(zb, hb, cb, peep)
                 y[b, t] = hb
                 if save:
                     c_all[b, t] = cb
@@ -446,13 +338,13 @@ def _lstm_step(x, h, c, wih_t, whh_t, bias, peep, h_out, c_out):  # pragma: no c
             cb[:] = c[b]
             _gemv_acc2(wih_t, x[a], x[b], za, zb)
             _gemv_acc2(whh_t, h[a], h[b], za, zb)
-            _cell_forward(zb, hb, cb, peep, dt)
+            _cell_forward(zb, hb, cb, peep)
             h_out[b] = hb
             c_out[b] = cb
         else:
             _gemv_acc(wih_t, x[a], za)
             _gemv_acc(whh_t, h[a], za)
-        _cell_forward(za, ha, ca, peep, dt)
+        _cell_forward(za, ha, ca, peep)
         h_out[a] = ha
         c_out[a] = ca
 
@@ -491,11 +383,6 @@ def _lstm_step_at(px, ph, pc, ph_out, pc_out, B, I, H, packed):  # pragma: no co
 # ----------------------------------------------------------------------------------------------------
 # Autograd
 # ----------------------------------------------------------------------------------------------------
-def _np(t: Tensor) -> np.ndarray:
-    """A numpy view of `t` (a contiguous copy if it is not contiguous), cut from the graph."""
-    return t.detach().contiguous().numpy()
-
-
 def _zeros_peephole(hidden_size: int, dtype: torch.dtype) -> np.ndarray:
     return np.zeros((3, hidden_size), dtype=np.float32 if dtype == torch.float32 else np.float64)
 
@@ -568,52 +455,11 @@ def _check_args(
     state: Any,
 ) -> None:
     """Raise `TypeError`/`ValueError` unless the tensors fit together (see the wrappers' Raises)."""
-    if not isinstance(x, Tensor) or not isinstance(weight_ih, Tensor) or not isinstance(weight_hh, Tensor):
-        raise TypeError(f"{where}: x, weight_ih and weight_hh must be torch.Tensors")
-    if weight_hh.dim() != 2 or weight_hh.shape[0] != 4 * weight_hh.shape[1]:
-        raise ValueError(
-            f"{where}: weight_hh must have shape (4 * hidden_size, hidden_size), got {tuple(weight_hh.shape)}"
-        )
-    H = weight_hh.shape[1]
-    if weight_ih.dim() != 2 or weight_ih.shape[0] != 4 * H:
-        raise ValueError(
-            f"{where}: weight_ih must have shape ({4 * H}, input_size), got {tuple(weight_ih.shape)}"
-        )
-    I = weight_ih.shape[1]
-    want = f"(batch, seq_len, {I})" if x_rank == 3 else f"(batch, {I})"
-    if x.dim() != x_rank or x.shape[-1] != I:
-        raise ValueError(f"{where}: x must have shape {want}, got {tuple(x.shape)}")
-    if x.shape[0] == 0 or (x_rank == 3 and x.shape[1] == 0):
-        raise ValueError(f"{where}: x must hold at least one sequence and one step, got {tuple(x.shape)}")
-    dtype = weight_hh.dtype
-    if dtype not in _DTYPES:
-        raise TypeError(f"{where}: backend 'numba' supports float32 and float64, got {dtype}")
-    named = [("x", x), ("weight_ih", weight_ih), ("bias_ih", bias_ih), ("bias_hh", bias_hh),
-             ("weight_peephole", weight_peephole)]
-    if state is not None:
-        named += [("state.h", state[0]), ("state.c", state[1])]
-    for name, t in named:
-        if t is None:
-            continue
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{where}: {name} must be a torch.Tensor or None, got {type(t).__name__}")
-        if t.dtype != dtype:
-            raise TypeError(f"{where}: {name} has dtype {t.dtype} but weight_hh has {dtype}")
-    for name, t in named + [("weight_hh", weight_hh)]:
-        if t is not None and t.device.type != "cpu":
-            raise ValueError(f"{where}: backend 'numba' runs on the CPU only, got {name} on {t.device}")
-    for name, t in (("bias_ih", bias_ih), ("bias_hh", bias_hh)):
-        if t is not None and tuple(t.shape) != (4 * H,):
-            raise ValueError(f"{where}: {name} must have shape ({4 * H},), got {tuple(t.shape)}")
-    if weight_peephole is not None and tuple(weight_peephole.shape) != (3, H):
-        raise ValueError(
-            f"{where}: weight_peephole must have shape (3, {H}), got {tuple(weight_peephole.shape)}"
-        )
-    if state is not None:
-        B = x.shape[0]
-        for name, t in (("h", state[0]), ("c", state[1])):
-            if tuple(t.shape) != (B, H):
-                raise ValueError(f"{where}: state.{name} must have shape ({B}, {H}), got {tuple(t.shape)}")
+    params = {"weight_ih": weight_ih, "weight_hh": weight_hh, "bias_ih": bias_ih, "bias_hh": bias_hh,
+              "weight_peephole": weight_peephole}
+    name = "initial_state" if x_rank == 3 else "state"
+    h, c = (None, None) if state is None else state
+    _check_recurrent_args(where, x, params, {f"{name}.h": h, f"{name}.c": c}, 4, x_rank)
 
 
 def _combined_bias(bias_ih: Tensor | None, bias_hh: Tensor | None) -> Tensor | None:
@@ -622,10 +468,6 @@ def _combined_bias(bias_ih: Tensor | None, bias_hh: Tensor | None) -> Tensor | N
     if bias_hh is None:
         return bias_ih
     return bias_ih + bias_hh
-
-
-def _needs_grad(*tensors: Tensor | None) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -783,7 +625,6 @@ def _stamp(params: tuple[Tensor | None, ...]) -> tuple[int, ...] | object:
         return object()
 
 
-_NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 _STEP_PLANS: dict[int, _StepPlan] = {}  # id(weight_hh) -> plan; an entry leaves when weight_hh dies
 
 

@@ -27,10 +27,9 @@ Implementation notes:
 - The recurrent product of a step covers the whole batch: one `np.dot` (BLAS, bound by Numba
   through SciPy). The kernels are serial: `prange` over the batch would add a fork/join per time
   step, for a few microseconds of elementwise work.
-- The elementwise loops vectorize (AVX2/AVX-512): `tanh` is `1 - 2 / (exp(2x) + 1)` with an `exp`
-  in plain arithmetic (libm's `tanh` and `exp` are scalar calls), and the kernels use IEEE division
-  (`error_model="numpy"`: no zero-divisor branch). Values are computed in float64 and stored in the
-  arrays' dtype; tanh is exactly +-1 at saturation, and NaN propagates.
+- The elementwise loops vectorize (AVX2/AVX-512): `tanh` is the kernel toolkit's (`seqmem._kernels`:
+  arithmetic only, in the arrays' precision, exactly +-1 at saturation, NaN kept), and the kernels use
+  IEEE division (`error_model="numpy"`: no zero-divisor branch).
 - The no-grad `step` keeps numpy views of the parameters between calls (see `_StepCache`).
 
 References:
@@ -41,7 +40,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -50,53 +48,16 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .._numba import JIT, njit
+from .._kernels import EMPTY, KERNEL, _check_recurrent_args, _like, _needs_grad, _np, _tanh
+from .._numba import njit
 
 __all__ = ["rnn_scan_numba", "rnn_step_numba"]
 
 _NONLINEARITIES = ("tanh", "relu")
 
 
-# ====================================================================== scalar activations
-_KERNEL = {**JIT, "error_model": "numpy"}
-"""`JIT` with IEEE division (x / 0 gives inf, never a `ZeroDivisionError` check): without the check
-on every division, LLVM vectorizes the elementwise loops (measured ~6x faster activations)."""
-
-_ACT = {**_KERNEL, "inline": "always"}
-
-
-@njit(**_ACT)
-def _exp40(y):  # pragma: no cover - compiled
-    """exp(y) for |y| <= 40 (callers clamp), in plain arithmetic so that loops over it vectorize.
-
-    `y = n ln2 + r`, `|r| <= ln2 / 2`; `exp(r)` by its Taylor polynomial to degree 12 (truncation
-    below 2e-16); `2^n` with `|n| <= 58` as the product of two exact powers `2^k` built from
-    integer shifts. Relative error ~3e-16 (libm's `exp` is not vectorized: ~3x slower here).
-    """
-    yc = 0.0 if y != y else y  # NaN: keep the integer part defined (NaN flows through r)
-    n = math.floor(yc * 1.4426950408889634 + 0.5)
-    r = (y - n * 0.6931471803691238) - n * 1.9082149292705877e-10  # ln2 split in two (Cody-Waite)
-    p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (
-        1.0 / 720.0 + r * (1.0 / 5040.0 + r * (1.0 / 40320.0 + r * (1.0 / 362880.0 + r * (
-            1.0 / 3628800.0 + r * (1.0 / 39916800.0 + r * (1.0 / 479001600.0))))))))))))
-    k = np.int64(n)
-    k1 = k >> 1
-    k2 = k - k1  # |k1|, |k2| <= 29: 2^(k + 30) fits an int64 exactly
-    s1 = np.float64(np.int64(1) << (k1 + 30)) * 9.313225746154785e-10  # 2^k1 (2^-30 exactly)
-    s2 = np.float64(np.int64(1) << (k2 + 30)) * 9.313225746154785e-10
-    return p * s1 * s2
-
-
-@njit(**_ACT)
-def _tanh(x):  # pragma: no cover - compiled
-    """tanh(x) = 1 - 2 / (exp(2x) + 1): exactly +-1 for |x| >= 20 (and +-inf), NaN stays NaN."""
-    x = 20.0 if x > 20.0 else x
-    x = -20.0 if x < -20.0 else x
-    return 1.0 - 2.0 / (_exp40(2.0 * x) + 1.0)
-
-
 # ====================================================================== kernels
-@njit(**_KERNEL)
+@njit(**KERNEL)
 def _rnn_forward(gx, h0, w_hh, b_hh, relu):  # pragma: no cover - compiled
     """Recurrence of the Elman RNN.
 
@@ -115,7 +76,7 @@ def _rnn_forward(gx, h0, w_hh, b_hh, relu):  # pragma: no cover - compiled
             if relu:
                 for j in range(H):
                     s = gx[b, t, j] + a[b, j] + bias[j]
-                    v = 0.0 if s < 0.0 else s  # relu, keeping NaN
+                    v = _like(s, 0.0) if s < 0.0 else s  # relu, keeping NaN
                     h[b, j] = v
                     y[b, t, j] = v
             else:
@@ -126,7 +87,7 @@ def _rnn_forward(gx, h0, w_hh, b_hh, relu):  # pragma: no cover - compiled
     return y, h
 
 
-@njit(**_KERNEL)
+@njit(**KERNEL)
 def _rnn_backward(gy, ghT, h0, w_hh, y, relu):  # pragma: no cover - compiled
     """BPTT through `_rnn_forward` (equations in the module docstring).
 
@@ -155,7 +116,7 @@ def _rnn_backward(gy, ghT, h0, w_hh, y, relu):  # pragma: no cover - compiled
     return delta, g
 
 
-@njit(**_KERNEL)
+@njit(**KERNEL)
 def _rnn_step(x, h, w_ih, w_hh, b_ih, b_hh, relu):  # pragma: no cover - compiled
     """One step with its input projection: x `(B, I)`, h `(B, H)`; returns h_new `(B, H)`."""
     B = x.shape[0]
@@ -180,7 +141,7 @@ def _rnn_step(x, h, w_ih, w_hh, b_ih, b_hh, relu):  # pragma: no cover - compile
         if relu:
             for j in range(H):
                 s = g[j] + o[j]
-                o[j] = 0.0 if s < 0.0 else s
+                o[j] = _like(s, 0.0) if s < 0.0 else s
         else:
             for j in range(H):
                 o[j] = _tanh(g[j] + o[j])
@@ -188,100 +149,9 @@ def _rnn_step(x, h, w_ih, w_hh, b_ih, b_hh, relu):  # pragma: no cover - compile
 
 
 # ====================================================================== shared wrapper helpers
-_DTYPES = (torch.float32, torch.float64)
-_EMPTY = {torch.float32: np.empty(0, np.float32), torch.float64: np.empty(0, np.float64)}
-
-
-def _as_np(t: Tensor) -> np.ndarray:
-    """A C-contiguous numpy view (or copy, if not contiguous) of a CPU tensor, detached."""
-    return t.detach().contiguous().numpy()
-
-
-def _needs_grad(*tensors: Any) -> bool:
-    """Whether autograd must record an operation on these tensors (non-tensors are skipped)."""
-    return torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
-
-
-def _args_ok(x: Any, tensors: tuple[Any, ...], num_gates: int, rank: int) -> bool:
-    """The usual case of `_check_recurrent_args`, cheaply: every check passes."""
-    if not isinstance(x, Tensor):
-        return False
-    dt = x.dtype
-    if dt not in _DTYPES:
-        return False
-    for t in tensors:
-        if t is not None and (not isinstance(t, Tensor) or t.dtype != dt or not t.is_cpu):
-            return False
-    w_ih, w_hh, b_ih, b_hh, h = tensors
-    if w_ih is None or w_hh is None or (h is None and rank == 2):
-        return False
-    xs, ws = x.shape, w_hh.shape
-    if len(xs) != rank or xs[0] == 0 or xs[-2] == 0 or len(ws) != 2:
-        return False
-    G = num_gates * ws[1]
-    return (
-        ws[0] == G and w_ih.shape == (G, xs[-1])
-        and (b_ih is None or b_ih.shape == (G,)) and (b_hh is None or b_hh.shape == (G,))
-        and (h is None or h.shape == (xs[0], ws[1]))
-    )
-
-
-def _check_recurrent_args(
-    where: str,
-    x: Any,
-    weight_ih: Any,
-    weight_hh: Any,
-    bias_ih: Any,
-    bias_hh: Any,
-    h: Any,
-    num_gates: int,
-    rank: int,
-) -> None:
-    """Check the arguments of a scan (`rank=3`, `x (B, T, I)`) or a step (`rank=2`, `x (B, I)`).
-
-    Raises:
-        TypeError: a non-tensor, a dtype other than float32/float64, or mixed dtypes.
-        ValueError: a tensor off the CPU, a wrong rank or shape, an empty batch or sequence.
-    """
-    if _args_ok(x, (weight_ih, weight_hh, bias_ih, bias_hh, h), num_gates, rank):
-        return
-    named = {"x" if rank == 3 else "x_t": x, "weight_ih": weight_ih, "weight_hh": weight_hh,
-             "bias_ih": bias_ih, "bias_hh": bias_hh, "initial_state" if rank == 3 else "h": h}
-    for name, t in named.items():
-        if t is None and name.startswith(("bias", "initial")):
-            continue
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in _DTYPES:
-            raise TypeError(f"{where}: {name} must be float32 or float64, got {t.dtype}")
-        if t.dtype != x.dtype:
-            raise TypeError(f"{where}: {name} has dtype {t.dtype} but x has {x.dtype}; use one dtype")
-        if t.device.type != "cpu":
-            raise ValueError(f"{where}: backend 'numba' runs on the CPU only, got {name} on {t.device}")
-    if rank == 3 and (x.dim() != 3 or x.shape[0] == 0 or x.shape[1] == 0):
-        raise ValueError(
-            f"{where}: x must have shape (batch, seq_len, input_size) with batch, seq_len >= 1, "
-            f"got {tuple(x.shape)}"
-        )
-    if rank == 2 and (x.dim() != 2 or x.shape[0] == 0):
-        raise ValueError(
-            f"{where}: x_t must have shape (batch, input_size) with batch >= 1, got {tuple(x.shape)}"
-        )
-    B, I = x.shape[0], x.shape[-1]
-    if weight_hh.dim() != 2 or weight_hh.shape[0] != num_gates * weight_hh.shape[1]:
-        raise ValueError(
-            f"{where}: weight_hh must have shape ({num_gates} * hidden_size, hidden_size), "
-            f"got {tuple(weight_hh.shape)}"
-        )
-    H = weight_hh.shape[1]
-    G = num_gates * H
-    expected = {"weight_ih": (G, I), "bias_ih": (G,), "bias_hh": (G,),
-                "initial_state" if rank == 3 else "h": (B, H)}
-    for name, shape in expected.items():
-        t = named[name]
-        if t is not None and tuple(t.shape) != shape:
-            raise ValueError(f"{where}: {name} must have shape {shape}, got {tuple(t.shape)}")
-    raise AssertionError(f"{where}: arguments rejected by the fast check only")  # pragma: no cover
+def _params(w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any) -> dict[str, Any]:
+    """The parameters of a single-state recurrence (RNN, GRU) by name, for `_check_recurrent_args`."""
+    return {"weight_ih": w_ih, "weight_hh": w_hh, "bias_ih": b_ih, "bias_hh": b_hh}
 
 
 class _StepCache:
@@ -360,13 +230,13 @@ def _checked_step_arrays(
     num_gates: int,
 ) -> tuple[np.ndarray, ...]:
     """`(x, h, w_ih, w_hh, b_ih, b_hh)` as numpy arrays after the full checks; refreshes the cache."""
-    _check_recurrent_args(where, x_t, *params, h, num_gates, rank=2)
+    _check_recurrent_args(where, x_t, _params(*params), {"h": h}, num_gates, rank=2)
     w_ih, w_hh, b_ih, b_hh = params
-    empty = _EMPTY[x_t.dtype]
-    arrays = (_as_np(w_ih), _as_np(w_hh),
-              empty if b_ih is None else _as_np(b_ih), empty if b_hh is None else _as_np(b_hh))
+    empty = EMPTY[x_t.dtype]
+    arrays = (_np(w_ih), _np(w_hh),
+              empty if b_ih is None else _np(b_ih), empty if b_hh is None else _np(b_hh))
     cache.store(params, arrays)
-    return (_as_np(x_t), _as_np(h), *arrays)
+    return (_np(x_t), _np(h), *arrays)
 
 
 # ====================================================================== autograd
@@ -375,8 +245,8 @@ class _RNNRecurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, gx: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor | None, relu: bool):
-        b = _EMPTY[gx.dtype] if b_hh is None else _as_np(b_hh)
-        y, hT = _rnn_forward(_as_np(gx), _as_np(h0), _as_np(w_hh), b, relu)
+        b = EMPTY[gx.dtype] if b_hh is None else _np(b_hh)
+        y, hT = _rnn_forward(_np(gx), _np(h0), _np(w_hh), b, relu)
         y, hT = torch.from_numpy(y), torch.from_numpy(hT)
         ctx.relu = relu
         ctx.has_bias = b_hh is not None
@@ -387,7 +257,7 @@ class _RNNRecurrence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, gy: Tensor, ghT: Tensor):
         h0, w_hh, y = ctx.saved_tensors
-        delta, dh0 = _rnn_backward(_as_np(gy), _as_np(ghT), _as_np(h0), _as_np(w_hh), _as_np(y), ctx.relu)
+        delta, dh0 = _rnn_backward(_np(gy), _np(ghT), _np(h0), _np(w_hh), _np(y), ctx.relu)
         delta = torch.from_numpy(delta)  # (B, T, H)
         B, T, H = delta.shape
         d_w = d_b = None
@@ -445,7 +315,7 @@ def rnn_scan_numba(
             f"rnn_scan_numba: unknown nonlinearity {nonlinearity!r}; expected one of {list(_NONLINEARITIES)}"
         )
     params = (weight_ih, weight_hh, bias_ih, bias_hh)
-    _check_recurrent_args("rnn_scan_numba", x, *params, initial_state, 1, rank=3)
+    _check_recurrent_args("rnn_scan_numba", x, _params(*params), {"initial_state": initial_state}, 1, rank=3)
     return _rnn_scan(x, *params, nonlinearity == "relu", initial_state)
 
 
@@ -463,8 +333,8 @@ def _rnn_scan(
     gx = F.linear(x, weight_ih, bias_ih)  # (B, T, H)
     if _needs_grad(gx, h0, weight_hh, bias_hh):
         return _RNNRecurrence.apply(gx, h0, weight_hh, bias_hh, relu)
-    b = _EMPTY[x.dtype] if bias_hh is None else _as_np(bias_hh)
-    y, hT = _rnn_forward(_as_np(gx), _as_np(h0), _as_np(weight_hh), b, relu)
+    b = EMPTY[x.dtype] if bias_hh is None else _np(bias_hh)
+    y, hT = _rnn_forward(_np(gx), _np(h0), _np(weight_hh), b, relu)
     return torch.from_numpy(y), torch.from_numpy(hT)
 
 
@@ -516,7 +386,7 @@ def rnn_step_numba(
         )
     params = (weight_ih, weight_hh, bias_ih, bias_hh)
     if torch.is_grad_enabled() and _needs_grad(x_t, h, *params):
-        _check_recurrent_args("rnn_step_numba", x_t, *params, h, 1, rank=2)
+        _check_recurrent_args("rnn_step_numba", x_t, _params(*params), {"h": h}, 1, rank=2)
         return _rnn_scan(x_t.unsqueeze(1), *params, relu, h)[1]
     arrays = _fast_step_arrays(_STEP_CACHE, x_t, h, *params)
     if arrays is None:

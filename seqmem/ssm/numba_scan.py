@@ -41,11 +41,11 @@ the contiguous channel axis (`u`, `delta`, `y` are `(B, L, D)` in memory) with t
 would end in a horizontal sum. Three details keep those loops vectorised: channel indices are
 unsigned (no negative-index wrap-around test); the arrays are arguments of the `prange` body, which
 Numba marks `noalias` when its alias analysis finds no views, so LLVM needs no run-time overlap
-checks; and `exp(delta A)`, computed once per `(t, d, n)`, is `_exp`, a branch-free exponential
-(Cody-Waite reduction by `ln 2`, Taylor polynomial of degree 7 in float32 and 13 in float64; within
-1 ulp of the exact value) instead of libm's scalar `exp`, which alone would cost more than the rest
-of the update. Products are fused (`_fma`) and powers of two built from their bits (`_pow2`): two
-small LLVM intrinsics, plain Python under `NUMBA_DISABLE_JIT=1`. The backward's sums over channels
+checks; and `exp(delta A)`, computed once per `(t, d, n)`, is the kernel toolkit's `_exp`
+(`seqmem._kernels`: a branch-free exponential, Cody-Waite reduction by `ln 2` and a Taylor
+polynomial, within 2 ulp) instead of libm's scalar `exp`, which alone would cost more than the rest
+of the update. Products are fused (`_fma`, the LLVM intrinsic; plain Python under
+`NUMBA_DISABLE_JIT=1`). The backward's sums over channels
 (selective `dB`, `dC`) are kept in 16 lane-wise partial sums reduced pairwise, so no reassociating
 fast-math flag is needed; `dL/dD` is a plain reduction left to torch. The backward pads the channel
 axis to a multiple of 16 (a copy only when `d_inner % 16 != 0`).
@@ -69,8 +69,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-# `numba` is the module itself, imported (with its cache directory set) by seqmem._numba
-from .._numba import JIT, PJIT, intrinsic, njit, numba, prange
+from .._kernels import KERNEL, PKERNEL, _check_shape, _check_tensors, _exp, _fma, _np
+from .._numba import njit, numba, prange
 
 __all__ = ["selective_scan_numba", "selective_scan_step_numba"]
 
@@ -84,99 +84,10 @@ _PARALLEL_MIN_WORK = 1 << 17
 """Fewer state updates (batch x seq_len x d_inner x d_state) than this run on one thread: waking
 the other threads would cost more than the work (much more on a loaded machine)."""
 
-_DTYPES = (torch.float32, torch.float64)
 
-
-# ====================================================================== scalar helpers
-def _exp_constants(dtype: type) -> tuple[tuple, tuple]:
-    """Constants of `_exp` in `dtype`: `(log2 e, ln2_hi, ln2_lo, x_min, x_max, 1/2, 0)` and the
-    Taylor coefficients `1/k!`, highest degree first (degree 7 in float32, 13 in float64)."""
-    if dtype == np.float32:  # ln2_hi has 9 significant bits: k * ln2_hi is exact for |k| <= 2**15
-        ln2_hi, ln2_lo, emin, emax, degree = 0.693359375, -2.12194440e-4, -127, 128, 7
-    else:  # fdlibm's split of ln 2: ln2_hi has 32 trailing zero bits, so k * ln2_hi is exact
-        ln2_hi, ln2_lo = 6.93147180369123816490e-01, 1.90821492927058770002e-10
-        emin, emax, degree = -1023, 1024, 13
-    ln2 = math.log(2.0)
-    cst = tuple(dtype(v) for v in (1.0 / ln2, ln2_hi, ln2_lo, emin * ln2, emax * ln2, 0.5, 0.0))
-    coef = tuple(dtype(1.0 / math.factorial(k)) for k in range(degree, -1, -1))
-    return cst, coef
-
-
-_CONSTANTS = {np.dtype(t): _exp_constants(t) for t in (np.float32, np.float64)}
-
-
-if numba.config.DISABLE_JIT:  # plain Python stand-ins (the kernels then run as Python)
-
-    def _fma(a, b, c):
-        """a * b + c."""
-        return a * b + c
-
-    def _pow2(k):
-        """2**k for an integer-valued float k; 0 below the normal range, inf above (as `_pow2` compiled)."""
-        ftype = type(k)
-        bias = 127 if ftype == np.float32 else 1023
-        if k <= -bias:
-            return ftype(0.0)
-        if k > bias:
-            return ftype(np.inf)
-        return ftype(np.ldexp(1.0, int(k)))
-
-else:
-    from llvmlite import ir as _ir
-
-    @intrinsic
-    def _fma(typingctx, a, b, c):
-        """Fused multiply-add `a * b + c` (llvm.fma), one rounding, vectorisable."""
-        if not (a == b == c) or getattr(a, "bitwidth", 0) not in (32, 64):
-            return None
-
-        def codegen(context, builder, signature, args):
-            return builder.fma(*args)
-
-        return a(a, a, a), codegen
-
-    @intrinsic
-    def _pow2(typingctx, k):
-        """2**k for an integer-valued float `k` in [emin, emax] (float32: [-127, 128]), built from its
-        bit pattern: the exponent field is `k + bias`, so `emin` gives 0.0 and `emax` gives inf."""
-        width = getattr(k, "bitwidth", 0)
-        if width not in (32, 64):
-            return None
-        bias, shift = (127, 23) if width == 32 else (1023, 52)
-
-        def codegen(context, builder, signature, args):
-            int_type = _ir.IntType(width)
-            bits = builder.fptosi(args[0], int_type)
-            bits = builder.shl(builder.add(bits, int_type(bias)), int_type(shift))
-            return builder.bitcast(bits, context.get_value_type(signature.return_type))
-
-        return k(k), codegen
-
-
-@njit(**JIT)
-def _exp(x, cst, coef):  # pragma: no cover - compiled
-    """exp(x) in the dtype of `x`, branch-free so that loops over it vectorise.
-
-    `x = k ln2 + r` with `k = round(x / ln2)`, `|r| <= ln2 / 2` (Cody-Waite: `ln2 = ln2_hi + ln2_lo`),
-    `exp(x) = 2**k * P(r)`, `P` the Taylor polynomial in `coef`. `x` is clamped to
-    `[emin ln2, emax ln2]`, whose ends give exactly 0 and inf; NaN propagates. Subnormal results
-    below `2**(emin + 0.5)` flush to 0, and results above `2**(emax - 0.5)` (float32: 1.2e38) are inf.
-    """
-    log2e, ln2_hi, ln2_lo, xmin, xmax, half, zero = cst
-    xc = xmin if x < xmin else x  # the comparisons are false for NaN: NaN stays
-    xc = xmax if xc > xmax else xc
-    k = np.floor(_fma(xc, log2e, half))
-    k = k if k == k else zero  # NaN -> 0 before the integer conversion (P(r) carries the NaN)
-    r = _fma(-k, ln2_hi, xc)
-    r = _fma(-k, ln2_lo, r)
-    p = coef[0]
-    for i in range(1, len(coef)):
-        p = _fma(p, r, coef[i])
-    return p * _pow2(k)
-
-
-@njit(**JIT)
-def _step_kernel(u, dt, A, Bm, Cm, Dv, h, y, h_out, cst, coef):  # pragma: no cover - compiled
+# ====================================================================== kernels
+@njit(**KERNEL)
+def _step_kernel(u, dt, A, Bm, Cm, Dv, h, y, h_out):  # pragma: no cover - compiled
     """One step, serial: `h' = exp(dt A) h + dt B u`, `y = C . h' + D u`. `Bm`, `Cm` are
     `(batch, 1, N)` (selective) or `(1, d_inner, N)` (LTI); writes `y (batch, d_inner)`, `h_out`."""
     Bz, Din = u.shape
@@ -189,25 +100,15 @@ def _step_kernel(u, dt, A, Bm, Cm, Dv, h, y, h_out, cst, coef):  # pragma: no co
             ud = u[b, d]
             acc = Dv[d] * ud
             for n in range(N):
-                hv = _exp(delta * A[d, n], cst, coef) * h[b, d, n] + delta * Bm[bi, di, n] * ud
+                hv = _exp(delta * A[d, n]) * h[b, d, n] + delta * Bm[bi, di, n] * ud
                 h_out[b, d, n] = hv
                 acc += hv * Cm[bi, di, n]
             y[b, d] = acc
 
 
-@njit(**JIT)
-def _exp_array(x, cst, coef):  # pragma: no cover - compiled
-    """`_exp` over a 1-D array (for the tests)."""
-    out = np.empty_like(x)
-    for i in range(x.shape[0]):
-        out[i] = _exp(x[i], cst, coef)
-    return out
-
-
-# ====================================================================== kernels
-@njit(**PJIT)
+@njit(**PKERNEL)
 def _scan_forward(
-    u, delta, At, Bm, Cm, lti, Dv, h0, y, hT, ckpt, chunk, block, H, R, cst, coef,
+    u, delta, At, Bm, Cm, lti, Dv, h0, y, hT, ckpt, chunk, block, H, R,
 ):  # pragma: no cover  # fmt: skip
     """Forward scan (1) over every `(batch, channel block)` work item.
 
@@ -243,7 +144,7 @@ def _scan_forward(
                     for j in range(w):
                         jj = d0u + np.uint64(j)
                         dt = delta[b, t, jj]
-                        e = _exp(dt * At[n, jj], cst, coef)
+                        e = _exp(dt * At[n, jj])
                         hv = _fma(e, H[item, n, j], R[item, j] * Bm[0, n, jj])
                         H[item, n, j] = hv
                         y[b, t, jj] = _fma(Cm[0, n, jj], hv, y[b, t, jj])
@@ -253,7 +154,7 @@ def _scan_forward(
                     for j in range(w):
                         jj = d0u + np.uint64(j)
                         dt = delta[b, t, jj]
-                        e = _exp(dt * At[n, jj], cst, coef)
+                        e = _exp(dt * At[n, jj])
                         hv = _fma(e, H[item, n, j], R[item, j] * bn)
                         H[item, n, j] = hv
                         y[b, t, jj] = _fma(cn, hv, y[b, t, jj])
@@ -262,9 +163,9 @@ def _scan_forward(
                 hT[b, d0u + np.uint64(j), n] = H[item, n, j]
 
 
-@njit(**PJIT)
+@njit(**PKERNEL)
 def _scan_backward(
-    u, delta, At, Bm, Cm, lti, Dv, gy, ghT, ckpt, chunk, block, cst, coef,
+    u, delta, At, Bm, Cm, lti, Dv, gy, ghT, ckpt, chunk, block,
     du, ddelta, dA, dB, dC, dh0, Hs, Es, G, S, P,
 ):  # pragma: no cover  # fmt: skip
     """Backward sweep (2)-(3), re-running each chunk of `chunk` steps from its checkpoint.
@@ -305,7 +206,7 @@ def _scan_backward(
                         for j in range(w):
                             jj = d0u + np.uint64(j)
                             dt = delta[b, t, jj]
-                            e = _exp(dt * At[n, jj], cst, coef)
+                            e = _exp(dt * At[n, jj])
                             Es[item, k, n, j] = e
                             Hs[item, k + 1, n, j] = _fma(
                                 e, Hs[item, k, n, j], dt * u[b, t, jj] * Bm[0, n, jj]
@@ -315,7 +216,7 @@ def _scan_backward(
                         for j in range(w):
                             jj = d0u + np.uint64(j)
                             dt = delta[b, t, jj]
-                            e = _exp(dt * At[n, jj], cst, coef)
+                            e = _exp(dt * At[n, jj])
                             Es[item, k, n, j] = e
                             Hs[item, k + 1, n, j] = _fma(e, Hs[item, k, n, j], dt * u[b, t, jj] * bn)
             # ---- sweep it backwards
@@ -400,10 +301,6 @@ def _launch(kernel, work: int, items: int, *args) -> None:
         numba.set_num_threads(threads)
 
 
-def _np(t: Tensor) -> np.ndarray:
-    return t.detach().contiguous().numpy()
-
-
 def _pad_channels(a: np.ndarray, axis: int, size: int) -> np.ndarray:
     """`a` zero-padded along `axis` to `size` (itself when already that size), C-contiguous."""
     if a.shape[axis] == size:
@@ -443,10 +340,9 @@ def _forward(u, delta, A, B, C, D, h0, save: bool):
     items = Bz * -(-Din // block)
     H = np.empty((items, N, block), dtype)
     R = np.empty((items, block), dtype)
-    cst, coef = _CONSTANTS[dtype]
     _launch(
         _scan_forward, Bz * L * Din * N, items,
-        un, dn, At, Bk, Ck, lti, Dv, h0n, y, hT, ckpt, chunk, block, H, R, cst, coef,
+        un, dn, At, Bk, Ck, lti, Dv, h0n, y, hT, ckpt, chunk, block, H, R,
     )  # fmt: skip
     return torch.from_numpy(y), torch.from_numpy(hT), (ckpt if save else None), chunk
 
@@ -481,10 +377,9 @@ def _backward(u, delta, A, B, C, D, ckpt, chunk, gy, ghT):
     G = np.zeros((items, N, block), dtype)
     S = np.zeros((items, 2, block), dtype)
     P = np.zeros((items, 2, _LANES), dtype)
-    cst, coef = _CONSTANTS[np.dtype(dtype)]
     _launch(
         _scan_backward, Bz * L * Dp * N, items,
-        un, dn, At, Bk, Ck, lti, Dv, gyn, ghn, ckpt, chunk, block, cst, coef,
+        un, dn, At, Bk, Ck, lti, Dv, gyn, ghn, ckpt, chunk, block,
         du, ddelta, dA, dB, dC, dh0, Hs, Es, G, S, P,
     )  # fmt: skip
     t = torch.from_numpy
@@ -527,28 +422,6 @@ class _SelectiveScanFn(torch.autograd.Function):
             ghT = u.new_zeros(u.shape[0], u.shape[2], A.shape[1])
         du, ddelta, dA, dB, dC, dD, dh0 = _backward(u, delta, A, B, C, D, ctx.ckpt, ctx.chunk, gy, ghT)
         return du, ddelta, dA, dB, dC, dD, (dh0 if ctx.has_h0 else None)
-
-
-def _check_tensors(where: str, ref: Tensor, named: dict[str, Tensor | None]) -> None:
-    """Type, dtype and device checks shared by the scan and the step."""
-    for name, t in named.items():
-        if t is None:
-            continue
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in _DTYPES:
-            raise TypeError(f"{where}: {name} must be float32 or float64, got {t.dtype}")
-        if t.dtype != ref.dtype:
-            raise TypeError(
-                f"{where}: {name} has dtype {t.dtype} but the input has {ref.dtype}; use one dtype"
-            )
-        if t.device.type != "cpu":
-            raise ValueError(f"{where}: backend 'numba' runs on the CPU only, got {name} on {t.device}")
-
-
-def _check_shape(where: str, name: str, t: Tensor | None, shape: tuple[int, ...], text: str) -> None:
-    if t is not None and tuple(t.shape) != shape:
-        raise ValueError(f"{where}: {name} must have shape {text} = {shape}, got {tuple(t.shape)}")
 
 
 def _check_coefficients(
@@ -615,7 +488,7 @@ def selective_scan_numba(
     if not isinstance(u, Tensor):
         raise TypeError(f"{where}: u must be a torch.Tensor, got {type(u).__name__}")
     named = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "initial_state": initial_state}
-    _check_tensors(where, u, named)
+    _check_tensors(where, named, "u")
     if u.dim() != 3 or min(u.shape) < 1:
         raise ValueError(
             f"{where}: u must have shape (batch, seq_len, d_inner) with sizes >= 1, got {tuple(u.shape)}"
@@ -676,7 +549,7 @@ def selective_scan_step_numba(
     named = {"u_t": u_t, "delta_t": delta_t, "A": A, "B_t": B_t, "C_t": C_t, "D": D, "h": h}
     if h is None:
         raise TypeError(f"{where}: h must be a torch.Tensor, got None")
-    _check_tensors(where, u_t, named)
+    _check_tensors(where, named, "u_t")
     if u_t.dim() != 2 or min(u_t.shape) < 1:
         raise ValueError(
             f"{where}: u_t must have shape (batch, d_inner) with sizes >= 1, got {tuple(u_t.shape)}"
@@ -704,6 +577,5 @@ def selective_scan_step_numba(
     Dv = np.zeros(Din, dtype) if D is None else _np(D)
     y = torch.empty(Bz, Din, dtype=u_t.dtype)
     h_new = torch.empty(Bz, Din, N, dtype=u_t.dtype)
-    cst, coef = _CONSTANTS[dtype]
-    _step_kernel(un, _np(delta_t), _np(A), Bn, Cn, Dv, _np(h), y.numpy(), h_new.numpy(), cst, coef)
+    _step_kernel(un, _np(delta_t), _np(A), Bn, Cn, Dv, _np(h), y.numpy(), h_new.numpy())
     return y, h_new

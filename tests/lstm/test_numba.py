@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import seqmem
-from seqmem.lstm import numba_scan
 from seqmem.lstm.numba_scan import clear_step_cache, lstm_scan_numba, lstm_step_numba
 from seqmem.lstm.reference import lstm_cell, lstm_scan
 from seqmem.protocol import LSTMState
@@ -174,38 +172,6 @@ def test_extreme_inputs(dtype):
             assert c.tolist() == [[2.0] * H] if value > 0 else [[0.0] * H]
 
 
-def test_activations_are_accurate_and_saturate():
-    """The vectorisable sigmoid/tanh: within a few ulp of torch, exact at the ends, NaN kept."""
-    njit = numba_scan.njit
-
-    @njit(error_model="numpy")
-    def apply(x, sig, tnh):  # pragma: no cover - compiled
-        dt = x.dtype
-        for k in range(x.size):
-            sig[k] = numba_scan._sigmoid(x[k], dt)
-            tnh[k] = numba_scan._tanh(x[k], dt)
-
-    n = 2001 if NO_JIT else 200001
-    special = [0.0, 1e-30, -1e-30, 1e-8, 87.0, -87.0, 88.0, 1e4, -1e4, float("inf"), float("-inf")]
-    for np_dtype, ulps in ((np.float64, 4), (np.float32, 4)):
-        x = np.concatenate([np.linspace(-100, 100, n), np.linspace(-1e-3, 1e-3, 101), special]).astype(np_dtype)
-        sig, tnh = np.empty_like(x), np.empty_like(x)
-        apply(x, sig, tnh)
-        xt = torch.from_numpy(x.astype(np.float64))
-        eps = float(np.finfo(np_dtype).eps)
-        tiny32 = float(np.finfo(np.float32).tiny)
-        for name, got, ref in (("sigmoid", sig, torch.sigmoid(xt)), ("tanh", tnh, torch.tanh(xt))):
-            ref = ref.to(torch.float64)
-            err = (torch.from_numpy(got.astype(np.float64)) - ref).abs()
-            bound = ulps * eps * ref.abs() + 2 * tiny32  # exp(-a) is 0 for a >= 87, in both dtypes
-            assert (err <= bound).all(), f"{name} {np_dtype.__name__}: worst {err.max()} at {x[int(err.argmax())]}"
-        assert sig[-4] == 1 and sig[-3] == 0 and sig[-2] == 1 and sig[-1] == 0
-        assert tnh[-4] == 1 and tnh[-3] == -1 and tnh[-2] == 1 and tnh[-1] == -1
-        nan = np.array([np.nan], np_dtype)
-        apply(nan, sig[:1], tnh[:1])
-        assert np.isnan(sig[0]) and np.isnan(tnh[0])
-
-
 # ------------------------------------------------------------------------------------------ step
 @EXAMPLES
 @given(**sizes, dtype=st.sampled_from(DTYPES))
@@ -292,13 +258,13 @@ def test_step_with_grad_is_differentiable():
 
 def test_errors():
     x, params, h0c0 = make(8, 2, 3, 3, 4)
-    with pytest.raises(TypeError, match="float32 and float64"):
+    with pytest.raises(TypeError, match="float32 or float64"):
         lstm_scan_numba(x.half(), *(p.half() if p is not None else None for p in params))
     with pytest.raises(TypeError, match="dtype"):
         lstm_scan_numba(x.float(), *params)
     with pytest.raises(ValueError, match="shape"):
         lstm_scan_numba(x[..., :2], *params)
-    with pytest.raises(ValueError, match="at least one"):
+    with pytest.raises(ValueError, match="seq_len >= 1"):
         lstm_scan_numba(x[:, :0], *params)
     with pytest.raises(ValueError, match="state.h"):
         lstm_scan_numba(x, *params, initial_state=LSTMState(h0c0.h[:1], h0c0.c))
