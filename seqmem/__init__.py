@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 from . import diagnostics, tasks
 from .compare import compare
+from .griffin import Griffin, GriffinState, Hawk, HawkState
 from .gru import GRU
 from .io import load, save
 from .lstm import LSTM, LSTMGates
@@ -48,6 +49,10 @@ __all__ = [
     "RNN",
     "CausalTransformer",
     "GRUState",
+    "Griffin",
+    "GriffinState",
+    "Hawk",
+    "HawkState",
     "KVCache",
     "LSTMGates",
     "LSTMState",

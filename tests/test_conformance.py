@@ -50,6 +50,11 @@ MINIMAL = {
     "transformer": ModelConfig("transformer", d_model=2, n_heads=1, n_layers=1, mlp_ratio=1),
     "mamba": ModelConfig("mamba", d_model=1, d_state=1, d_conv=1, expand=1),
     "s4d": ModelConfig("s4d", d_model=1, d_state=1, d_conv=1, expand=1),
+    "hawk": ModelConfig("hawk", d_model=1, n_layers=1, d_rnn=1, mlp_ratio=1, d_conv=1),
+    "griffin": ModelConfig(
+        "griffin", d_model=2, n_heads=1, n_layers=2, window=1, d_rnn=1, mlp_ratio=1, d_conv=1,
+        block_types=("recurrent", "attention"),
+    ),
 }
 TYPICAL = {
     "rnn": ModelConfig("rnn", input_size=3, hidden_size=5),
@@ -58,6 +63,8 @@ TYPICAL = {
     "transformer": ModelConfig("transformer", d_model=8, n_heads=2, n_layers=2),
     "mamba": ModelConfig("mamba", d_model=4, d_state=4, d_conv=4, expand=2),
     "s4d": ModelConfig("s4d", d_model=4, d_state=4, d_conv=4, expand=2),
+    "hawk": ModelConfig("hawk", d_model=4, n_layers=2),
+    "griffin": ModelConfig("griffin", d_model=8, n_heads=2, n_layers=3, window=4),  # 16 steps cross the window
 }
 ODD = {
     "rnn": ModelConfig("rnn", input_size=7, hidden_size=3, nonlinearity="relu", bias=False),
@@ -66,6 +73,11 @@ ODD = {
     "transformer": ModelConfig("transformer", d_model=6, n_heads=3, n_layers=1, bias=False, rope_base=10.0),
     "mamba": ModelConfig("mamba", d_model=5, d_state=3, d_conv=3, expand=1, dt_rank=2, bias=True),
     "s4d": ModelConfig("s4d", d_model=5, d_state=3, d_conv=2, expand=1, conv_bias=False),
+    "hawk": ModelConfig("hawk", d_model=5, n_layers=2, d_rnn=3, mlp_ratio=2, d_conv=3, c=2.0, bias=False),
+    "griffin": ModelConfig(
+        "griffin", d_model=6, n_heads=3, n_layers=3, window=3, d_rnn=5, d_conv=2,
+        block_types=("attention", "recurrent"), bias=False, rope_base=10.0,
+    ),
 }
 LONG = {name: 128 if name == "transformer" else 512 for name in NAMES}
 GROWTH = {name: "linear" if name == "transformer" else "constant" for name in NAMES}
