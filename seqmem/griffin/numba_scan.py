@@ -34,9 +34,15 @@ below about -745 in float64, -104 in float32) or `la = 0` ($\Lambda$ beyond abou
 that vanishes faster (`m ~ sqrt(2 c r |la|)`), and their limit is 0, which the kernel uses (`a_t^2 / m`
 is taken as 0 where `m = 0`). Autograd through the torch forms gives NaN at that point instead.
 
-Work items are `(sequence, block of channels)`, run with `prange`; channels are split only when the
-batch alone leaves threads idle. Inside an item the time loop is serial and the channel loop innermost
-(contiguous in memory), so it vectorises. The no-grad step is a serial kernel.
+Work items are the sequences of the batch, run with `prange`. Inside one the time loop is serial and
+the channel loop innermost (contiguous in memory) and vectorised (AVX2/AVX-512), which needs three
+things: the running state and the gradient carried down the sweep live in scratch arrays apart from
+the outputs (a loop that reads `y[t - 1]` and writes `y[t]` of one array is not vectorised: 10-40x
+slower), the channel index runs from 0 (an offset index brings back numba's negative-index test,
+which blocked vectorisation of the float64 backward), and there are no views of the outputs. So the
+channels of a sequence are not split between threads: a batch of one runs on one thread. Small scans
+(under 65,536 elements) run a serial twin of the kernel: waking threads would cost more. The no-grad
+step is a serial kernel.
 
 References:
     De, S. et al. (2024). Griffin: mixing gated linear recurrences with local attention for efficient
@@ -73,10 +79,10 @@ from .reference import C_DEFAULT
 
 __all__ = ["rglru_numba", "rglru_step_numba"]
 
-_LANES = 16
-"""Channels per vector lane group: channel blocks are multiples of it."""
-
 _INLINE = {**KERNEL, "inline": "always"}
+
+_PARALLEL_MIN_WORK = 1 << 16
+"""Fewer elements (batch x seq_len x d_rnn) than this run on one thread."""
 
 
 # ====================================================================== kernels
@@ -100,56 +106,79 @@ def _log_a(Lambda):  # pragma: no cover - compiled
     return out
 
 
-@njit(**PKERNEL)
-def _rglru_forward(x, ga, gx, la, c, h0, y, block):  # pragma: no cover - compiled
-    """Eq. (1) over every `(sequence, channel block)` item: x, ga, gx `(B, T, D)`, la `(D,)` = log a,
-    h0 `(B, D)`; writes y `(B, T, D)` (every h_t)."""
-    B, T, D = x.shape
-    nblk = (D + block - 1) // block
-    for item in prange(B * nblk):
-        b = item // nblk
-        d0 = (item - b * nblk) * block
-        d1 = min(D, d0 + block)
-        for d in range(d0, d1):
-            r, i, a_t, m = _gates(ga[b, 0, d], gx[b, 0, d], la[d], c)
-            y[b, 0, d] = a_t * h0[b, d] + m * (i * x[b, 0, d])
-        for t in range(1, T):
-            for d in range(d0, d1):
-                r, i, a_t, m = _gates(ga[b, t, d], gx[b, t, d], la[d], c)
-                y[b, t, d] = a_t * y[b, t - 1, d] + m * (i * x[b, t, d])
+@njit(**_INLINE)
+def _forward_row(b, x, ga, gx, la, c, h0, y, H):  # pragma: no cover - compiled
+    """Eq. (1) over sequence `b`: x, ga, gx `(B, T, D)`, la `(D,)` = log a, h0 `(B, D)`; writes y[b] (every
+    h_t). H `(B, D)` is scratch: the running state."""
+    T, D = x.shape[1], x.shape[2]
+    for d in range(D):
+        H[b, d] = h0[b, d]
+    for t in range(T):
+        for d in range(D):
+            r, i, a_t, m = _gates(ga[b, t, d], gx[b, t, d], la[d], c)
+            hv = a_t * H[b, d] + m * (i * x[b, t, d])
+            H[b, d] = hv
+            y[b, t, d] = hv
 
 
-@njit(**PKERNEL)
-def _rglru_backward(x, ga, gx, la, c, h0, y, gy, ghT, block, dx, dga, dgx, dla, dh0):  # pragma: no cover
-    """Eq. (2)-(3), from t = T down to 1, per `(sequence, channel block)` item.
+@njit(**_INLINE)
+def _backward_row(b, x, ga, gx, la, c, h0, y, gy, ghT, dx, dga, dgx, dla, dh0, G, S):  # pragma: no cover
+    """Eq. (2)-(3) over sequence `b`, from t = T down to 1.
 
-    Inputs as `_rglru_forward` plus y `(B, T, D)`, gy `(B, T, D)` = dL/dy, ghT `(B, D)` = dL/dh_T. Writes
-    dx, dga, dgx `(B, T, D)`, dla `(B, D)` (per sequence: summed by the caller) and dh0 `(B, D)`, which
-    carries `a_{t+1} g_{t+1}` during the sweep.
+    Inputs as `_forward_row` plus y `(B, T, D)`, gy `(B, T, D)` = dL/dy, ghT `(B, D)` = dL/dh_T. Writes
+    dx, dga, dgx `(B, T, D)`, dla `(B, D)` (per sequence: summed by the caller) and dh0 `(B, D)`. Scratch
+    `(B, D)`: G carries `a_{t+1} g_{t+1}` down the sweep, S sums dL/dla.
     """
-    B, T, D = x.shape
-    nblk = (D + block - 1) // block
-    for item in prange(B * nblk):
-        b = item // nblk
-        d0 = (item - b * nblk) * block
-        d1 = min(D, d0 + block)
-        for d in range(d0, d1):
-            dh0[b, d] = ghT[b, d]
-            dla[b, d] = _like(c, 0.0)
-        for t in range(T - 1, -1, -1):
-            for d in range(d0, d1):
-                g = gy[b, t, d] + dh0[b, d]
-                h_prev = y[b, t - 1, d] if t > 0 else h0[b, d]
-                r, i, a_t, m = _gates(ga[b, t, d], gx[b, t, d], la[d], c)
-                xv = x[b, t, d]
-                du = g * m  # dL/du
-                dx[b, t, d] = du * i
-                dgx[b, t, d] = du * xv * ((_like(c, 1.0) - i) * i)
-                q = a_t * a_t / m if m > _like(c, 0.0) else _like(c, 0.0)  # -dm/dl, its limit 0 at m = 0
-                dl = g * h_prev * a_t - g * (i * xv) * q  # dL/dl_t
-                dga[b, t, d] = dl * c * la[d] * ((_like(c, 1.0) - r) * r)
-                dla[b, d] += dl * c * r
-                dh0[b, d] = a_t * g
+    T, D = x.shape[1], x.shape[2]
+    zero, one = _like(c, 0.0), _like(c, 1.0)
+    for d in range(D):
+        G[b, d] = ghT[b, d]
+        S[b, d] = zero
+    for t in range(T - 1, -1, -1):
+        h_prev = y[b, t - 1] if t > 0 else h0[b]  # (D,)
+        for d in range(D):
+            g = gy[b, t, d] + G[b, d]
+            r, i, a_t, m = _gates(ga[b, t, d], gx[b, t, d], la[d], c)
+            xv = x[b, t, d]
+            du = g * m  # dL/du
+            dx[b, t, d] = du * i
+            dgx[b, t, d] = du * xv * ((one - i) * i)
+            q = a_t * a_t / m if m > zero else zero  # -dm/dl, its limit 0 at m = 0
+            dl = g * h_prev[d] * a_t - g * (i * xv) * q  # dL/dl_t
+            dga[b, t, d] = dl * c * la[d] * ((one - r) * r)
+            S[b, d] += dl * c * r
+            G[b, d] = a_t * g
+    for d in range(D):
+        dla[b, d] = S[b, d]
+        dh0[b, d] = G[b, d]
+
+
+@njit(**KERNEL)
+def _forward_serial(x, ga, gx, la, c, h0, y, H):  # pragma: no cover - compiled
+    """`_forward_row` over the batch on one thread."""
+    for b in range(x.shape[0]):
+        _forward_row(b, x, ga, gx, la, c, h0, y, H)
+
+
+@njit(**PKERNEL)
+def _forward_parallel(x, ga, gx, la, c, h0, y, H):  # pragma: no cover - compiled
+    """`_forward_row` over the batch, one sequence per work item."""
+    for b in prange(x.shape[0]):
+        _forward_row(b, x, ga, gx, la, c, h0, y, H)
+
+
+@njit(**KERNEL)
+def _backward_serial(x, ga, gx, la, c, h0, y, gy, ghT, dx, dga, dgx, dla, dh0, G, S):  # pragma: no cover
+    """`_backward_row` over the batch on one thread."""
+    for b in range(x.shape[0]):
+        _backward_row(b, x, ga, gx, la, c, h0, y, gy, ghT, dx, dga, dgx, dla, dh0, G, S)
+
+
+@njit(**PKERNEL)
+def _backward_parallel(x, ga, gx, la, c, h0, y, gy, ghT, dx, dga, dgx, dla, dh0, G, S):  # pragma: no cover
+    """`_backward_row` over the batch, one sequence per work item."""
+    for b in prange(x.shape[0]):
+        _backward_row(b, x, ga, gx, la, c, h0, y, gy, ghT, dx, dga, dgx, dla, dh0, G, S)
 
 
 @njit(**KERNEL)
@@ -164,18 +193,22 @@ def _rglru_step(x, ga, gx, Lambda, c, h, out):  # pragma: no cover - compiled
 
 
 # ====================================================================== host side
-def _block(batch: int, channels: int) -> int:
-    """Channels per work item: all of them, unless the batch alone leaves threads idle."""
-    split = max(1, min(-(-numba.get_num_threads() // batch), -(-channels // _LANES)))
-    return -(-channels // split)
+def _launch(serial: Any, parallel: Any, *args: Any) -> None:
+    """Run the parallel kernel when the batch and the work are large enough to share, else the serial one:
+    waking threads costs more than a small scan (much more on a loaded machine)."""
+    x = args[0]
+    share = x.shape[0] > 1 and x.size >= _PARALLEL_MIN_WORK and numba.get_num_threads() > 1
+    (parallel if share else serial)(*args)
 
 
 def _forward(x: Tensor, ga: Tensor, gx: Tensor, Lambda: Tensor, c: float, h0: Tensor) -> Tensor:
-    """Run `_rglru_forward`; returns `y` `(B, T, D)`."""
+    """Run the forward kernel (serial or parallel); returns `y` `(B, T, D)`."""
     B, T, D = x.shape
     y = torch.empty(B, T, D, dtype=x.dtype)
-    cv = NP_DTYPES[x.dtype](c)
-    _rglru_forward(_np(x), _np(ga), _np(gx), _log_a(_np(Lambda)), cv, _np(h0), y.numpy(), _block(B, D))
+    dtype = NP_DTYPES[x.dtype]
+    H = np.empty((B, D), dtype)
+    args = (_np(x), _np(ga), _np(gx), _log_a(_np(Lambda)), dtype(c), _np(h0), y.numpy(), H)
+    _launch(_forward_serial, _forward_parallel, *args)
     return y
 
 
@@ -198,10 +231,12 @@ class _RGLRUFunction(torch.autograd.Function):
         ghT = x.new_zeros(B, D) if ghT is None else ghT
         dx, dga, dgx = (torch.empty(B, T, D, dtype=x.dtype) for _ in range(3))
         dla, dh0 = torch.empty(B, D, dtype=x.dtype), torch.empty(B, D, dtype=x.dtype)
-        _rglru_backward(
-            _np(x), _np(ga), _np(gx), _log_a(_np(Lambda)), NP_DTYPES[x.dtype](ctx.c), _np(h0), _np(y),
-            _np(gy), _np(ghT), _block(B, D),
-            dx.numpy(), dga.numpy(), dgx.numpy(), dla.numpy(), dh0.numpy(),
+        dtype = NP_DTYPES[x.dtype]
+        G, S = np.empty((B, D), dtype), np.empty((B, D), dtype)
+        _launch(
+            _backward_serial, _backward_parallel,
+            _np(x), _np(ga), _np(gx), _log_a(_np(Lambda)), dtype(ctx.c), _np(h0), _np(y), _np(gy), _np(ghT),
+            dx.numpy(), dga.numpy(), dgx.numpy(), dla.numpy(), dh0.numpy(), G, S,
         )  # fmt: skip
         d_lambda = dla.sum(0) * torch.sigmoid(-Lambda.detach())  # d log a / d Lambda = sigmoid(-Lambda)
         return dx, dga, dgx, d_lambda, dh0, None

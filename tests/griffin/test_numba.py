@@ -160,6 +160,27 @@ def test_gradient_at_the_singular_point_is_its_limit() -> None:
     assert_close("grad of Lambda", g_near["Lambda"], grads["Lambda"])
 
 
+def test_parallel_kernels_equal_serial(monkeypatch) -> None:
+    """The parallel twins (one sequence per thread, for large batches) compute what the serial ones do,
+    to the bit: each sequence runs the same operations in the same order."""
+    from seqmem.griffin import numba_scan
+
+    inputs = make_inputs(10, 4, 12, 9)
+    serial = run(rglru_numba, inputs, 10)
+    calls = []
+
+    def launch(serial_kernel, parallel_kernel, *args):
+        calls.append(parallel_kernel)
+        parallel_kernel(*args)
+
+    monkeypatch.setattr(numba_scan, "_launch", launch)
+    parallel = run(rglru_numba, inputs, 10)
+    assert calls == [numba_scan._forward_parallel, numba_scan._backward_parallel]
+    assert torch.equal(serial[0], parallel[0]) and torch.equal(serial[1], parallel[1])
+    for name in serial[2]:
+        assert torch.equal(serial[2][name], parallel[2][name]), name
+
+
 # ---------------------------------------------------------------------- the step
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 def test_step_matches_reference(dtype: torch.dtype) -> None:
