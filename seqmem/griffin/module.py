@@ -28,6 +28,12 @@ _NORM_EPS = 1e-6
 ScanFn = Callable[..., tuple[Tensor, Tensor]]
 
 
+def _gelu(x: Tensor) -> Tensor:
+    """GeLU in its tanh approximation (Hendrycks & Gimpel 2016), as the authors' released code (RecurrentGemma)
+    computes it (JAX's default); also 4-5x faster than the erf form on the small tensors of a step."""
+    return F.gelu(x, approximate="tanh")
+
+
 @_state_type
 class HawkState(NamedTuple):
     """State of `Hawk`: per recurrent block, the convolution's last inputs and the RG-LRU state.
@@ -52,16 +58,16 @@ class GriffinState(NamedTuple):
     """State of `Griffin`: the recurrent blocks' states and a window of keys and values per attention block.
 
     Its size is fixed by the window, whatever the sequence length: the attention blocks keep the keys and
-    values of the `window - 1` positions before the next one (the next query sees those and itself), in
-    time order, the most recent last.
+    values of the last `window` positions (the next query sees those and itself), in time order, the most
+    recent last.
 
     Attributes:
         conv: `(n_recurrent, batch, d_rnn, d_conv - 1)` the last inputs of each recurrent block's convolution.
         h: `(n_recurrent, batch, d_rnn)` the RG-LRU state of each recurrent block (eq. 4).
-        k: `(n_attention, batch, window - 1, head_dim)` the keys of the last `window - 1` positions (the
-            one key/value head of multi-query attention), before rotary positions are applied.
-        v: `(n_attention, batch, window - 1, head_dim)` their values.
-        n_cached: `(batch,)` how many of the `window - 1` slots hold a position, `min(t, window - 1)` after
+        k: `(n_attention, batch, window, head_dim)` the keys of the last `window` positions (the one
+            key/value head of multi-query attention), before rotary positions are applied.
+        v: `(n_attention, batch, window, head_dim)` their values.
+        n_cached: `(batch,)` how many of the `window` slots hold a position, `min(t, window)` after
             `t` steps (the last ones; the others are masked). A count stored in the state's dtype, so the
             state has one dtype (exact: windows are far below $2^{24}$).
     """
@@ -89,7 +95,7 @@ class _GatedMLP(nn.Module):
         self.fc_out = nn.Linear(mlp_ratio * d_model, d_model, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc_out(F.gelu(self.fc_gate(x)) * self.fc_in(x))
+        return self.fc_out(_gelu(self.fc_gate(x)) * self.fc_in(x))
 
 
 class _RGLRU(nn.Module):
@@ -139,7 +145,7 @@ class _RecurrentBlock(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """`x (B, T, D)`, `conv (B, D_rnn, K-1)`, `h (B, D_rnn)` -> `y (B, T, D)` and the new `conv`, `h`."""
         K = self.d_conv
-        gate = F.gelu(self.linear_y(x))  # (B, T, D_rnn)
+        gate = _gelu(self.linear_y(x))  # (B, T, D_rnn)
         xc = torch.cat([conv, rearrange(self.linear_x(x), "b t d -> b d t")], dim=-1)  # (B, D_rnn, K-1+T)
         new_conv = xc[..., xc.shape[-1] - (K - 1) :].clone()  # (B, D_rnn, K-1): the inputs the next call needs
         u = F.conv1d(xc, self.conv1d.weight, self.conv1d.bias, groups=xc.shape[1])  # (B, D_rnn, T), causal
@@ -148,11 +154,11 @@ class _RecurrentBlock(nn.Module):
 
     def step(self, x_t: Tensor, conv: Tensor, h: Tensor, step: ScanFn) -> tuple[Tensor, Tensor, Tensor]:
         """`x_t (B, D)`, `conv (B, D_rnn, K-1)`, `h (B, D_rnn)` -> `y_t (B, D)` and the new `conv`, `h`."""
-        gate = F.gelu(self.linear_y(x_t))  # (B, D_rnn)
+        gate = _gelu(self.linear_y(x_t))  # (B, D_rnn)
         window = torch.cat([conv, self.linear_x(x_t)[..., None]], dim=-1)  # (B, D_rnn, K)
-        u = torch.einsum("bdk,dk->bd", window, self.conv1d.weight[:, 0]) + self.conv1d.bias  # (B, D_rnn)
+        u = (window * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias  # (B, D_rnn)
         y, h = self.rg_lru.step(u, h, step)
-        return self.linear_out(y * gate), window[..., 1:].clone(), h
+        return self.linear_out(y * gate), window[..., 1:], h  # a view of the new window, not of the given state
 
 
 class _LocalAttention(nn.Module):
@@ -168,6 +174,20 @@ class _LocalAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, self.head_dim, bias=bias)  # one key head
         self.v_proj = nn.Linear(d_model, self.head_dim, bias=bias)  # one value head
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self._rotary_cache: dict[tuple[Any, ...], tuple[Tensor, Tensor]] = {}
+
+    def _rotary(self, C: int, T: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        """cos, sin `(C + T, hd/2)` of the positions -C .. T-1, kept for the last few shapes (a step always
+        asks for the same ones)."""
+        cache, key = self._rotary_cache, (C, T, self.rope_base, x.dtype, x.device)
+        found = cache.get(key)
+        if found is None:
+            positions = torch.arange(-C, T, device=x.device)
+            found = rotary_cos_sin(positions, self.head_dim, self.rope_base, dtype=x.dtype)
+            if len(cache) >= 8:
+                cache.clear()  # (atomic: safe when several threads share the model)
+            cache[key] = found
+        return found
 
     def _project(self, x: Tensor, k_cache: Tensor, v_cache: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """`x (B, T, D)`, caches `(B, C, hd)` -> rotated `q (B, H, T, hd)`, `k (B, C+T, hd)`, `v (B, C+T, hd)`,
@@ -178,8 +198,7 @@ class _LocalAttention(nn.Module):
         v = torch.cat([v_cache, self.v_proj(x)], dim=1)  # (B, C+T, hd)
         # positions relative to this call: cached keys at -C .. -1, the new ones at 0 .. T-1; the scores
         # depend on offsets only (RoFormer eq. 16), so the cache needs no absolute position
-        positions = torch.arange(-C, T, device=x.device)
-        cos, sin = rotary_cos_sin(positions, self.head_dim, self.rope_base, dtype=x.dtype)  # (C+T, hd/2)
+        cos, sin = self._rotary(C, T, x)  # (C+T, hd/2)
         q = apply_rotary(q, cos[C:], sin[C:])
         k_rot = apply_rotary(k, cos, sin)
         return q, k_rot, v, k[:, T:].clone(), v[:, T:].clone()
@@ -187,7 +206,7 @@ class _LocalAttention(nn.Module):
     def forward(
         self, x: Tensor, k_cache: Tensor, v_cache: Tensor, n_cached: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """`x (B, T, D)`, caches `(B, window-1, hd)`, `n_cached (B,)` -> `y (B, T, D)` and the new caches."""
+        """`x (B, T, D)`, caches `(B, window, hd)`, `n_cached (B,)` -> `y (B, T, D)` and the new caches."""
         q, k, v, k_next, v_next = self._project(x, k_cache, v_cache)
         y = local_attention(q, k, v, self.window, n_cached)  # (B, H, T, hd): banded blocks
         return self.out_proj(rearrange(y, "b h t d -> b t (h d)")), k_next, v_next
@@ -267,14 +286,28 @@ class _RGLRUStack(SequenceModule):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """`torch.nn` defaults for the projections, the convolution and the norms; the RG-LRU as the paper says
-        (LeCun normal gate weights, zero gate biases, $a^c$ uniform in $[0.9, 0.999]$; sec. 2.4)."""
+        r"""Initialise as the authors' released code (RecurrentGemma) does; the RG-LRU as the paper says.
+
+        - Every projection: LeCun normal weights $\mathcal{N}(0, 1/\text{fan\_in})$, zero biases; the last
+          projection of each residual branch (`linear_out`, `out_proj`, `fc_out`) with variance
+          $(2 / N) / \text{fan\_in}$, so the residual stream's variance does not grow with the depth $N$.
+        - The RG-LRU (sec. 2.4): LeCun normal gate weights $W_a$, $W_x$, zero $b_a$, $b_x$, and $\Lambda$
+          such that $a^c$ is uniform in $[0.9, 0.999]$.
+        - `conv1d`: the `torch.nn` default; the RMSNorms: unit scale.
+        """
         for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Conv1d, nn.RMSNorm)):
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, mean=0.0, std=module.in_features**-0.5)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, (nn.Conv1d, nn.RMSNorm)):
                 module.reset_parameters()
-        for module in self.modules():
-            if isinstance(module, _RGLRU):
-                module.reset_parameters()
+        for block in self.blocks:
+            mix = block.mix
+            for last in (mix.linear_out if isinstance(mix, _RecurrentBlock) else mix.out_proj, block.mlp.fc_out):
+                nn.init.normal_(last.weight, mean=0.0, std=(2.0 / self.n_layers / last.in_features) ** 0.5)
+            if isinstance(mix, _RecurrentBlock):
+                mix.rg_lru.reset_parameters()
 
     def _scan_fns(self) -> tuple[ScanFn, ScanFn]:
         """The RG-LRU over a sequence and one step, on this model's backend (`reference.py`'s signatures)."""
@@ -297,7 +330,7 @@ class _RGLRUStack(SequenceModule):
         Returns:
             `HawkState(conv, h)` or `GriffinState(conv, h, k, v, n_cached)`, zeros: `conv`
             `(n_recurrent, batch_size, d_rnn, d_conv - 1)`, `h` `(n_recurrent, batch_size, d_rnn)`, and for
-            Griffin `k`, `v` `(n_attention, batch_size, window - 1, head_dim)` and `n_cached` `(batch_size,)`
+            Griffin `k`, `v` `(n_attention, batch_size, window, head_dim)` and `n_cached` `(batch_size,)`
             (no slot holds a position yet).
 
         Raises:
@@ -413,6 +446,8 @@ class Hawk(_RGLRUStack):
         De, S., Smith, S. L., Fernando, A. et al. (2024). Griffin: mixing gated linear recurrences with local
         attention for efficient language models. arXiv:2402.19427, sec. 2.1-2.4, fig. 2, eq. (1)-(4).
         Zhang, B. & Sennrich, R. (2019). Root mean square layer normalization. NeurIPS.
+        Botev, A., De, S., Smith, S. L. et al. (2024). RecurrentGemma. arXiv:2404.07839 (the released code:
+        initialisation, tanh GeLU).
 
     Example:
         >>> import torch, seqmem
@@ -448,11 +483,12 @@ class Griffin(_RGLRUStack):
     recurrent block (the paper's pattern: two recurrent blocks, then one attention block; `block_types`,
     repeated over the `n_layers` blocks). The attention (sec. 2.2) has `n_heads` query heads and one
     key/value head (multi-query attention, Shazeer 2019), rotary positions (Su et al. 2021), and a sliding
-    window: the query at position $t$ sees the positions $t - w < s \le t$, $w$ = `window`. `forward` computes
+    window: the query at position $t$ sees the positions $t - w \le s \le t$, $w$ = `window` (the mask of the
+    authors' released code, RecurrentGemma). `forward` computes
     it in banded blocks, $O(T w)$ in the sequence length $T$; `step` attends over the kept keys.
 
     The state is `GriffinState(conv, h, k, v, n_cached)`: the recurrent blocks' states and, per attention
-    block, the keys and values of the last `window - 1` positions: bounded by the window, whatever the
+    block, the keys and values of the last `window` positions: bounded by the window, whatever the
     sequence length (a transformer's cache grows with it). Chunked calls are exact across the window
     boundary: `forward(x2, forward(x1)[1])` equals `forward(cat([x1, x2], 1))`.
 
@@ -461,7 +497,7 @@ class Griffin(_RGLRUStack):
         n_heads: query heads $H$ of the attention blocks; `d_model // n_heads` must be even (rotary pairs).
             `None` picks 4 heads, fewer if `d_model` needs it (`seqmem.network.auto_heads`).
         n_layers: number of residual blocks $N$.
-        window: positions each query sees, itself included (the paper uses 1024 or 2048 tokens; windows
+        window: positions before its own each query sees (the paper uses 1024 or 2048 tokens; windows
             of tens to hundreds suit seqmem's tasks).
         d_rnn: width $D_{RNN}$ of the recurrent branch; `None` for `round(4 * d_model / 3)`.
         mlp_ratio: expansion factor $M$ of the gated MLP (3 in the paper).
@@ -491,6 +527,7 @@ class Griffin(_RGLRUStack):
         Shazeer, N. (2019). Fast transformer decoding: one write-head is all you need. arXiv:1911.02150.
         Beltagy, I., Peters, M. E. & Cohan, A. (2020). Longformer. arXiv:2004.05150 (sliding windows).
         Su, J. et al. (2021). RoFormer: enhanced transformer with rotary position embedding. arXiv:2104.09864.
+        Botev, A. et al. (2024). RecurrentGemma. arXiv:2404.07839 (the released code: the window mask).
 
     Example:
         >>> import torch, seqmem
@@ -498,8 +535,8 @@ class Griffin(_RGLRUStack):
         >>> griffin.layer_types
         ('recurrent', 'recurrent', 'attention')
         >>> y, state = griffin(torch.randn(2, 10, 8))
-        >>> y.shape, state.k.shape  # k: (n_attention, batch, window - 1, head_dim)
-        (torch.Size([2, 10, 8]), torch.Size([1, 2, 3, 4]))
+        >>> y.shape, state.k.shape  # k: (n_attention, batch, window, head_dim)
+        (torch.Size([2, 10, 8]), torch.Size([1, 2, 4, 4]))
         >>> n = seqmem.state_nbytes(state)
         >>> seqmem.state_nbytes(griffin(torch.randn(2, 100, 8))[1]) == n  # bounded by the window
         True
@@ -549,7 +586,7 @@ class Griffin(_RGLRUStack):
         self.window = window
         self.rope_base = float(rope_base)
         self._head_dim = self.head_dim
-        self._cache_len = window - 1
+        self._cache_len = window
 
         def attention() -> nn.Module:
             return _LocalAttention(d_model, n_heads, window, self.rope_base, bool(bias))

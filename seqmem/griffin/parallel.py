@@ -11,9 +11,9 @@ initial state enters as $b_1 \leftarrow a_1 h_0 + b_1$. Only products of decays 
 formed, never the quotients of a closed form $h_t = A_t (h_0 + \sum_s b_s / A_s)$, which overflow once
 $A_t = \prod a$ underflows.
 
-**Local attention.** Query $t$ sees the keys $t - w < s \le t$ ($w$ = `window`). Cutting the queries into
-blocks of $P$ positions, block $j$ needs only the $P + w - 1$ keys that end at its last query, so the
-scores are `(blocks, P, P + w - 1)` instead of `(T, T)`: $O(T (P + w))$ time and memory, linear in the
+**Local attention.** Query $t$ sees the keys $t - w \le s \le t$ ($w$ = `window`). Cutting the queries into
+blocks of $P$ positions, block $j$ needs only the $P + w$ keys that end at its last query, so the
+scores are `(blocks, P, P + w)` instead of `(T, T)`: $O(T (P + w))$ time and memory, linear in the
 sequence length (Beltagy et al. 2020, sec. 3.1).
 
 References:
@@ -97,22 +97,22 @@ def rglru_scan(
 def local_attention(q: Tensor, k: Tensor, v: Tensor, window: int, n_cached: Tensor) -> Tensor:
     r"""Sliding-window multi-query attention in banded blocks; equals `reference.local_attention_reference`.
 
-    The `T` queries are the last `T` of the `S = C + T` key positions, `C = window - 1` cached ones first,
-    of which the last `n_cached[b]` hold keys in row `b`. Query `t` (key position `C + t`) sees the keys
+    The `T` queries are the last `T` of the `S = C + T` key positions, `C = window` cached ones first, of
+    which the last `n_cached[b]` hold keys in row `b`. Query `t` (key position `C + t`) sees the keys
     `t .. C + t`, those of block `j` (queries `jP .. jP + P - 1`) lie in `jP .. jP + P - 1 + C`.
 
     Args:
         q: `(batch, n_heads, T, head_dim)` queries (rotary positions applied).
         k: `(batch, C + T, head_dim)` keys of the one key/value head (rotary positions applied).
         v: `(batch, C + T, head_dim)` values.
-        window: how many positions each query sees, itself included; `C = window - 1`.
+        window: how many positions before its own each query sees; `C = window`.
         n_cached: `(batch,)` how many of the `C` cached slots hold keys.
 
     Returns:
         `(batch, n_heads, T, head_dim)`.
     """
     B, H, T, d = q.shape
-    C = window - 1
+    C = window
     P = min(T, max(window, _MIN_BLOCK))  # queries per block
     n_blocks = -(-T // P)
     pad = n_blocks * P - T
@@ -125,7 +125,7 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, window: int, n_cached: Tens
     scores = torch.einsum("bhnpd,bndk->bhnpk", qb, kb) / math.sqrt(d)  # (B, H, n, P, P + C)
     p = torch.arange(P, device=q.device)[:, None]  # (P, 1) query in its block
     kk = torch.arange(P + C, device=q.device)[None, :]  # (1, P + C) key in its block
-    band = (kk >= p) & (kk <= p + C)  # (P, P + C): key position in (query - window, query]
+    band = (kk >= p) & (kk <= p + C)  # (P, P + C): key position in [query - window, query]
     first = torch.arange(n_blocks, device=q.device) * P  # (n,) key position of each block's first key
     held = (first[None, :, None] + kk[None]) >= (C - n_cached.to(torch.long))[:, None, None]  # (B, n, P + C)
     mask = band[None, None] & held[:, :, None]  # (B, n, P, P + C)

@@ -19,10 +19,11 @@ every form of the recurrence (this loop, the parallel scan of `parallel.py`, the
 $\log a_t = c\, r_t \log \sigma(\Lambda) = -c\, r_t\, \mathrm{softplus}(-\Lambda)$, which is finite for
 every $\Lambda$, and $\sqrt{1 - a_t^2} = \sqrt{-\mathrm{expm1}(2 \log a_t)}$, accurate when $a_t$ is close to 1.
 
-Local multi-query attention (sec. 2.2): a query at position $t$ attends to the `window` most recent
-positions, itself included ($t - \text{window} < s \le t$), with one key/value head shared by every query
-head (Shazeer 2019) and rotary positions (Su et al. 2021). `local_attention_reference` writes that out
-with an explicit softmax over every key; `parallel.local_attention` is the banded form the model runs.
+Local multi-query attention (sec. 2.2): a query at position $t$ attends to itself and the `window`
+positions before it ($t - \text{window} \le s \le t$, the mask of the authors' released code, RecurrentGemma),
+with one key/value head shared by every query head (Shazeer 2019) and rotary positions (Su et al. 2021).
+`local_attention_reference` writes that out with an explicit softmax over every key;
+`parallel.local_attention` is the banded form the model runs.
 
 References:
     De, S., Smith, S. L., Fernando, A. et al. (2024). Griffin: mixing gated linear recurrences with local
@@ -30,6 +31,8 @@ References:
     eq. (1)-(4) (the RG-LRU), Appendix A (log-space computation).
     Orvieto, A. et al. (2023). Resurrecting recurrent neural networks for long sequences (the LRU, whose
     normalisation $\sqrt{1 - a^2}$ the RG-LRU keeps). ICML.
+    Botev, A., De, S., Smith, S. L. et al. (2024). RecurrentGemma: moving past transformers for efficient
+    open language models. arXiv:2404.07839 (the authors' released code: the window mask).
 """
 
 from __future__ import annotations
@@ -138,14 +141,14 @@ def local_attention_reference(q: Tensor, k: Tensor, v: Tensor, window: int, n_ca
     r"""Sliding-window multi-query attention written out: $\mathrm{softmax}(q K^\top / \sqrt{d} + M) V$.
 
     The `T` queries are the last `T` of the `S = C + T` key positions (`C` cached positions first). Query
-    `t` (key position `C + t`) sees key `s` when `C + t - window < s <= C + t` and the key is held:
+    `t` (key position `C + t`) sees key `s` when `C + t - window <= s <= C + t` and the key is held:
     of the `C` cached slots, only the last `n_cached[b]` of row `b` are.
 
     Args:
         q: `(batch, n_heads, T, head_dim)` queries (rotary positions applied).
         k: `(batch, S, head_dim)` keys of the one key/value head (rotary positions applied).
         v: `(batch, S, head_dim)` values.
-        window: how many positions each query sees, itself included.
+        window: how many positions before its own each query sees.
         n_cached: `(batch,)` how many of the `C = S - T` cached slots hold keys (the last ones).
 
     Returns:
@@ -156,7 +159,7 @@ def local_attention_reference(q: Tensor, k: Tensor, v: Tensor, window: int, n_ca
     scores = torch.einsum("bhtd,bsd->bhts", q, k) / math.sqrt(d)  # (B, H, T, S)
     t = torch.arange(T, device=q.device)[:, None] + C  # (T, 1) key position of each query
     s = torch.arange(S, device=q.device)[None, :]  # (1, S)
-    band = (s <= t) & (s > t - window)  # (T, S)
+    band = (s <= t) & (s >= t - window)  # (T, S)
     held = s[None] >= C - n_cached.to(torch.long)[:, None, None]  # (B, 1, S)
     mask = band[None, None] & held[:, None]  # (B, 1, T, S)
     scores = scores.masked_fill(~mask, float("-inf"))

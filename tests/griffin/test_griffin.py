@@ -49,7 +49,7 @@ def random_state(model, batch: int, seed: int, fill: float | None = None):
     zeros = model.initial_state(batch, dtype=torch.float64)
     fields = [randn(seed + i, *t.shape) for i, t in enumerate(zeros)]
     if isinstance(zeros, GriffinState):
-        C = model.window - 1
+        C = model.window
         counts = torch.randint(0, C + 1, (batch,), generator=torch.Generator().manual_seed(seed))
         fields[-1] = (counts if fill is None else torch.full((batch,), fill)).to(torch.float64)
     return type(zeros)(*fields)
@@ -106,10 +106,17 @@ def test_linear_scan_long_sequence_with_strong_decay() -> None:
     torch.testing.assert_close(linear_scan(a, b, randn(2, 2, 3)), torch.stack(hs, 1), **F64)
 
 
-def test_lambda_initialisation() -> None:
-    """a^c uniform in [0.9, 0.999] (sec. 2.4): every channel inside, and the spread covers the interval."""
+def test_initialisation() -> None:
+    """a^c uniform in [0.9, 0.999] (sec. 2.4): every channel inside, and the spread covers the interval;
+    LeCun normal projections, the last of each residual branch scaled by sqrt(2 / n_layers)."""
     torch.manual_seed(0)
     model = Hawk(64, n_layers=2)
+    g = Griffin(64, n_layers=8)
+    for block in g.blocks:
+        last = block.mlp.fc_out
+        assert 0.8 < last.weight.std().item() / (2 / 8 / last.in_features) ** 0.5 < 1.2
+        assert 0.8 < block.mlp.fc_in.weight.std().item() * 64**0.5 < 1.2
+        assert block.mlp.fc_in.bias.abs().max() == 0
     for block in model.blocks:
         lru = block.mix.rg_lru
         a_c = torch.exp(lru.c * log_a(lru.Lambda.double()))
@@ -156,7 +163,7 @@ def test_normalisation_preserves_the_variance() -> None:
 @example(seed=1, T=37, window=5, n_heads=2, batch=3)  # several blocks, a padded last one
 @example(seed=2, T=3, window=12, n_heads=1, batch=2)  # a window longer than the chunk
 def test_banded_attention_equals_explicit_softmax(seed: int, T: int, window: int, n_heads: int, batch: int) -> None:
-    C = window - 1
+    C = window
     q = randn(seed, batch, n_heads, T, 4)
     k, v = randn(seed + 1, batch, C + T, 4), randn(seed + 2, batch, C + T, 4)
     n_cached = torch.randint(0, C + 1, (batch,), generator=torch.Generator().manual_seed(seed)).double()
@@ -168,15 +175,15 @@ def test_attention_ignores_empty_cache_slots() -> None:
     """Slots not holding a position do not count, whatever they contain."""
     q, k, v = randn(0, 1, 2, 3, 4), randn(1, 1, 5 + 3, 4), randn(2, 1, 5 + 3, 4)
     n = torch.tensor([2.0], dtype=torch.float64)
-    y = local_attention(q, k, v, 6, n)
+    y = local_attention(q, k, v, 5, n)
     k2, v2 = k.clone(), v.clone()
     k2[:, :3], v2[:, :3] = 1e3, -1e3  # the 3 empty slots
-    assert torch.equal(local_attention(q, k2, v2, 6, n), y)
+    assert torch.equal(local_attention(q, k2, v2, 5, n), y)
 
 
 @pytest.mark.parametrize("window", [1, 2, 5])
 def test_output_sees_exactly_the_window(window: int) -> None:
-    """One attention block: y_t depends on x_{t-window+1} .. x_t and not on x_{t-window}."""
+    """One attention block: y_t depends on x_{t-window} .. x_t and not on x_{t-window-1}."""
     model = griffin(0, n_layers=1, window=window, block_types=("attention",))
     x = randn(0, 1, 12, 8)
     t = 9
@@ -185,7 +192,7 @@ def test_output_sees_exactly_the_window(window: int) -> None:
         x2 = x.clone()
         x2[:, s] += 1.0
         changed = not torch.allclose(model(x2)[0][:, t], base, rtol=0, atol=1e-13)
-        assert changed == (s > t - window), (s, t, window)
+        assert changed == (s >= t - window), (s, t, window)
 
 
 # ---------------------------------------------------------------------- the models: recurrent == parallel
@@ -240,17 +247,17 @@ def test_chunked_forward_is_exact_across_the_window(case: str, seed: int, T: int
 
 
 def test_window_holds_the_last_positions() -> None:
-    """The kept keys are the unrotated keys of the last window - 1 positions, the most recent last."""
+    """The kept keys are the unrotated keys of the last `window` positions, the most recent last."""
     model = griffin(0, n_layers=1, window=4, block_types=("attention",))
     x = randn(0, 2, 7, 8)
     _, state = model(x)
     block = model.blocks[0]
     keys = block.mix.k_proj(block.norm_mix(x))  # (B, T, hd)
-    torch.testing.assert_close(state.k[0], keys[:, -3:], **F64)
-    assert state.n_cached.tolist() == [3.0, 3.0]
+    torch.testing.assert_close(state.k[0], keys[:, -4:], **F64)
+    assert state.n_cached.tolist() == [4.0, 4.0]
     _, short = model(x[:, :2])
     assert short.n_cached.tolist() == [2.0, 2.0]
-    torch.testing.assert_close(short.k[0, :, 1:], keys[:, :2], **F64)
+    torch.testing.assert_close(short.k[0, :, 2:], keys[:, :2], **F64)
 
 
 @pytest.mark.parametrize("T", [1, 3, 50])
@@ -258,7 +265,7 @@ def test_state_is_bounded_by_the_window(T: int) -> None:
     model = Griffin(8, n_heads=2, n_layers=4, window=6, d_rnn=5, d_conv=4)  # R R A R
     _, state = model(torch.randn(3, T, 8))
     n_rec, n_att = 3, 1
-    expected = 4 * 3 * (n_rec * 5 * (4 - 1) + n_rec * 5 + 2 * n_att * (6 - 1) * 4 + 1)  # float32, batch 3
+    expected = 4 * 3 * (n_rec * 5 * (4 - 1) + n_rec * 5 + 2 * n_att * 6 * 4 + 1)  # float32, batch 3
     assert seqmem.state_nbytes(state) == expected
     assert model.layer_types == ("recurrent", "recurrent", "attention", "recurrent")
 
@@ -295,6 +302,9 @@ def test_batch_rows_are_independent_with_different_windows() -> None:
 # ---------------------------------------------------------------------- blocks, construction, registry
 def test_recurrent_block_by_hand() -> None:
     """The recurrent block of fig. 2c from its pieces: GeLU branch times RG-LRU(Conv1D(linear_x)), then out."""
+    def gelu(v: torch.Tensor) -> torch.Tensor:  # the tanh form, written out
+        return 0.5 * v * (1 + torch.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v**3)))
+
     model = hawk(0, n_layers=1, d_conv=3)
     block = model.blocks[0]
     x = randn(1, 2, 6, 5)
@@ -303,9 +313,9 @@ def test_recurrent_block_by_hand() -> None:
     u = mix.conv1d(mix.linear_x(xn).transpose(1, 2))[..., :6].transpose(1, 2)  # causal: padding then truncation
     lru = mix.rg_lru
     h, _ = rglru(u, lru.gate_a(u), lru.gate_x(u), lru.Lambda, 8.0)
-    x1 = x + mix.linear_out(torch.nn.functional.gelu(mix.linear_y(xn)) * h)
+    x1 = x + mix.linear_out(gelu(mix.linear_y(xn)) * h)
     mlp = block.mlp
-    x2 = x1 + mlp.fc_out(torch.nn.functional.gelu(mlp.fc_gate(block.norm_mlp(x1))) * mlp.fc_in(block.norm_mlp(x1)))
+    x2 = x1 + mlp.fc_out(gelu(mlp.fc_gate(block.norm_mlp(x1))) * mlp.fc_in(block.norm_mlp(x1)))
     torch.testing.assert_close(model(x)[0], model.norm_out(x2), **F64)
 
 
@@ -322,7 +332,7 @@ def test_shapes_defaults_and_names() -> None:
     assert g.backends == ("torch", "numba") and g.backend == "torch"
     assert isinstance(g, seqmem.SequenceModel) and isinstance(Hawk(3), seqmem.SequenceModel)
     state = g.initial_state(2)
-    assert state.k.shape == (1, 2, 127, 4) and state.conv.shape == (2, 2, 21, 3) and state.n_cached.shape == (2,)
+    assert state.k.shape == (1, 2, 128, 4) and state.conv.shape == (2, 2, 21, 3) and state.n_cached.shape == (2,)
     names = set(dict(g.named_parameters()))
     for name in ("blocks.0.mix.rg_lru.gate_a.weight", "blocks.0.mix.rg_lru.Lambda", "blocks.0.mix.conv1d.weight",
                  "blocks.2.mix.q_proj.weight", "blocks.2.mix.k_proj.weight", "blocks.2.mlp.fc_gate.weight",
