@@ -197,13 +197,14 @@ def attention() -> bytes:
     ts = [8, 32, 128, 512]
     for k, name in enumerate(seqmem.model_names()):
         torch.manual_seed(4)
-        model = seqmem.model_spec(name).build(W, W)
+        spec = seqmem.model_spec(name)
+        model = spec.build(W, W)
         sizes = []
         with torch.no_grad():
             for t in ts:
                 _, state = model(torch.randn(1, t, W))
                 sizes.append(seqmem.state_nbytes(state))
-        ax_s.loglog(ts, sizes, marker="o", ms=3, color=COLORS[k], label=name)
+        ax_s.loglog(ts, sizes, marker="o", ms=3, color=spec.color or COLORS[k % len(COLORS)], label=name)
     ax_s.set(xlabel="tokens seen t", ylabel="state_nbytes(state) per sequence",
              title=f"memory carried between steps (width {W}, float32)")
     ax_s.legend(fontsize=8)
