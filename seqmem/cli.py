@@ -261,6 +261,12 @@ def compare_command(
         list[str] | None,
         typer.Option("--task-option", "-o", help="A task option KEY=VALUE (repeatable), e.g. -o n_tokens=4."),
     ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False,
+                     help="Your data set, an .npz with x (N, T, F) features or (N, T) tokens and y (labels or "
+                     "targets), optional lengths, x_val, y_val: trains on it at its seq_len (replaces --task)."),
+    ] = None,
     out: Annotated[
         Path, typer.Option(file_okay=False, help=f"Output directory: {RESULTS_FILE} (resumable) and a plot.")
     ] = Path("runs/compare"),
@@ -327,6 +333,19 @@ def compare_command(
         if task != "text":
             raise typer.BadParameter("--corpus applies to --task text only", param_hint="--corpus")
         task_kwargs["corpus"] = str(corpus)
+    if data is not None:
+        lens_given = seq_lens != ",".join(map(str, DEFAULTS["seq_lens"]))
+        try:
+            from .tasks.arrays import ArrayTask
+
+            described = ArrayTask(None, str(data), **task_kwargs)
+        except (ValueError, TypeError, OSError) as e:
+            raise _fail(str(e)) from None
+        if lens_given and lens != [described.seq_len]:
+            raise typer.BadParameter(f"the data's sequences have seq_len {described.seq_len}; leave --seq-lens out",
+                                     param_hint="--seq-lens")
+        lens, task = [described.seq_len], "data"
+        _stderr.print(f"data: {data}: {described.describe()}", highlight=False)
 
     progress, reporter = _progress_bars(quiet)
     try:
@@ -347,6 +366,7 @@ def compare_command(
             tbptt=tbptt or None,
             eval_batches=eval_batches,
             task_kwargs=task_kwargs,
+            data=data,
             backend=backend,
             out=out,
             plot=plot,
@@ -407,8 +427,14 @@ def report_command(
         by_task.setdefault(str(rec.get("task")), []).append(rec)
     for name, recs in by_task.items():
         _stdout().print(results_table(recs, title=f"seqmem report: {name} ({len(recs)} runs)"))
+    import warnings
+
+    from .results import ResultsWarning
+
     try:
-        path = write_report(run_dir, out, plot=plot)
+        with warnings.catch_warnings():  # the skipped lines were named above
+            warnings.simplefilter("ignore", ResultsWarning)
+            path = write_report(run_dir, out, plot=plot)
     except (OSError, ValueError) as e:
         raise _fail(str(e)) from None
     _stderr.print(f"report: {path}", highlight=False)
@@ -709,6 +735,13 @@ def _main(
     """How does a network remember a sequence? RNN, LSTM, GRU, attention and selective SSMs, side by side."""
 
 
+def _format_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+    return f"seqmem: warning: {message}\n"
+
+
 def main() -> None:
-    """Entry point of the `seqmem` command."""
+    """Entry point of the `seqmem` command (warnings print as one plain `seqmem: warning:` paragraph)."""
+    import warnings
+
+    warnings.formatwarning = _format_warning
     app()

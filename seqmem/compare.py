@@ -215,6 +215,22 @@ class _Sweep:
     threads: int | None
 
 
+def _data_task(task: str, seq_lens: Any, task_kwargs: Any, data: Any) -> tuple[str, Any, dict[str, Any]]:
+    """`data=PATH`: the task `data` on that file, at the file's sequence length (checked, before any work)."""
+    task_kwargs = dict(task_kwargs or {})
+    if data is None:
+        return task, DEFAULTS["seq_lens"] if seq_lens is None else seq_lens, task_kwargs
+    if task not in (DEFAULTS["task"], "data"):
+        raise ValueError(f"compare: data= trains on your file (task 'data'); it cannot be combined with task={task!r}")
+    from .tasks.arrays import ArrayTask
+
+    task_kwargs["path"] = os.fspath(data)
+    T = ArrayTask(None, **task_kwargs).seq_len  # reads and checks the whole file
+    if seq_lens is not None and list(seq_lens) != [T]:
+        raise ValueError(f"compare: the data's sequences have seq_len {T}; got seq_lens={list(seq_lens)}")
+    return "data", [T], task_kwargs
+
+
 def _check(*, task: str, models: Any, seq_lens: Any, seeds: Any, params: Any, lr: Any, lrs: Any,
            weight_decay: Any, clip: Any, tbptt: Any, steps: Any, batch_size: Any, eval_batches: Any,
            task_kwargs: Any, backend: Any, out: Any, plot: bool, save_weights: bool, executor: Any,
@@ -353,7 +369,7 @@ def _run(sweep: _Sweep, jobs: list[RunJob], progress: CompareProgress) -> list[d
 def compare(
     task: str = DEFAULTS["task"],
     models: Sequence[ModelRef] = DEFAULTS["models"],
-    seq_lens: Sequence[int] = DEFAULTS["seq_lens"],
+    seq_lens: Sequence[int] | None = None,
     seeds: Sequence[int] = DEFAULTS["seeds"],
     *,
     steps: int = DEFAULTS["steps"],
@@ -366,6 +382,7 @@ def compare(
     tbptt: int | None = None,
     eval_batches: int = DEFAULTS["eval_batches"],
     task_kwargs: dict[str, Any] | None = None,
+    data: str | os.PathLike[str] | None = None,
     backend: str = "torch",
     out: str | os.PathLike[str] | None = None,
     plot: bool = True,
@@ -413,7 +430,8 @@ def compare(
             `"package.module:attr"` (a class, factory or `ModelSpec`), `ModelSpec`s or classes, in one
             list (`seqmem.registry.resolve_model`). A model that is not registered runs in worker
             processes only if it is importable there (not defined in `__main__`).
-        seq_lens: sequence lengths, positive ints.
+        seq_lens: sequence lengths, positive ints (default `DEFAULTS["seq_lens"]`; with `data`,
+            the file's sequence length).
         seeds: seeds, ints >= 0; each gives another initialisation and data order.
         steps: training steps per run.
         params: parameter budget per network (embedding and head included), or a list of budgets.
@@ -427,6 +445,9 @@ def compare(
             `None` for full BPTT.
         eval_batches: held-out batches of 256 sequences per evaluation.
         task_kwargs: options of the task (e.g. `{"corpus": "book.txt"}` for `text`).
+        data: your own data set, an `.npz` file (see `seqmem.tasks.arrays`: `x`, `y`, optional
+            `lengths`, `x_val`, `y_val`): the sweep trains on the task `data` at the file's
+            sequence length; `task_kwargs` then takes its `val_fraction`, `seed` and `kind`.
         backend: the backend to run the models on (`"torch"`, or `"numba"` for the models that
             have it; the others run on `"torch"`, and each record says which ran).
         out: directory for `results.jsonl` and the plot (created if needed); `None` keeps the
@@ -447,7 +468,8 @@ def compare(
         One record per run, in sweep order (runs found in `results.jsonl` included).
 
     Raises:
-        ValueError: for an unknown task, model, backend or executor, a model import path that does not
+        ValueError: for an unknown task, model, backend or executor, a data file that is not a valid
+            data set (the message names the key and the shape), a model import path that does not
             import, a model that a process pool cannot import, an empty or invalid list, a
             non-positive `steps`, `params`, `batch_size`, `eval_batches`, `jobs`, `tbptt` or `lr`,
             bad task options, `save_weights` without `out`, or a budget that some model cannot
@@ -464,6 +486,7 @@ def compare(
         >>> sorted(k for k in records[0] if k in ("accuracy", "loss", "model", "params", "seq_len"))
         ['accuracy', 'loss', 'model', 'params', 'seq_len']
     """
+    task, seq_lens, task_kwargs = _data_task(task, seq_lens, task_kwargs, data)
     sweep = _check(
         task=task, models=models, seq_lens=seq_lens, seeds=seeds, params=params, lr=lr, lrs=lrs,
         weight_decay=weight_decay, clip=clip, tbptt=tbptt, steps=steps, batch_size=batch_size,

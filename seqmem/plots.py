@@ -50,8 +50,16 @@ def figure_class() -> Any:
     return Figure
 
 
+def _band(row: dict[str, Any]) -> tuple[float, float]:
+    """A row's 95% interval of the mean (the mean itself with one seed), kept positive for a log axis."""
+    if row.get("ci_low") is None:
+        return row["mean"], row["mean"]
+    low = row["ci_low"] if row["ci_low"] > 0 or row["metric"] not in LOG_SCALE_METRICS else row["min"]
+    return low, row["ci_high"]
+
+
 def plot_results(records: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> Path | None:
-    """Plot the metric against `seq_len`, one line per model: mean over seeds, min-max band.
+    """Plot the metric against `seq_len`, one line per model: mean over seeds, a band for its 95% interval.
 
     With a learning-rate grid, each point is the best rate of its cell (`best_per_cell`); with
     several budgets, each (model, budget) gets its own line. The PNG is written to a temporary file
@@ -77,7 +85,7 @@ def plot_results(records: Sequence[dict[str, Any]], path: str | os.PathLike[str]
     budgets = list(dict.fromkeys(r.get("params_budget") for r in rows))
     lines = list(dict.fromkeys((r["model"], r.get("params_budget")) for r in rows))
     for i, (model, budget) in enumerate(lines):
-        pts = sorted((r["seq_len"], r["mean"], r["min"], r["max"]) for r in rows
+        pts = sorted((r["seq_len"], r["mean"], *_band(r)) for r in rows
                      if (r["model"], r.get("params_budget")) == (model, budget) and r["mean"] is not None)
         if not pts:
             continue

@@ -414,7 +414,7 @@ def register_model(spec: ModelSpec, *, replace: bool = False, check: bool = True
     Example:
         >>> import seqmem
         >>> spec = seqmem.ModelSpec("gru-nobias", seqmem.GRU, kwargs={"bias": False})
-        >>> _ = seqmem.register_model(spec)
+        >>> _ = seqmem.register_model(spec, replace=True)  # replace: a notebook cell may run twice
         >>> seqmem.build("gru-nobias", 3, 4).bias
         False
     """

@@ -24,7 +24,7 @@ from typing import Any
 from . import __version__
 from .plots import LOG_SCALE_METRICS, figure_class, plot_results, save_figure
 from .results import RESULTS_FILE, read_results
-from .summary import best_per_cell, summarize
+from .summary import SOLVED, best_per_cell, summarize
 
 __all__ = [
     "REPORT_FILE",
@@ -95,8 +95,10 @@ def format_metric(value: Any, metric: str) -> str:
 def table_rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]], str]:
     """The comparison table as text cells: headers, rows and a caption (for rich and Markdown alike).
 
-    One row per (model, seq_len, budget) at its best learning rate (`best_per_cell`); the budget
-    column appears with several budgets, the learning-rate column with several rates.
+    One row per (model, seq_len, budget) at its best learning rate (`best_per_cell`): the mean
+    metric over seeds with its 95% interval and, with several seeds, how many solved the cell
+    (`seqmem.summary.SOLVED`); the budget column appears with several budgets, the learning-rate
+    column with several rates.
 
     Args:
         records: records of one task (from `seqmem.compare.compare` or `read_results`).
@@ -109,19 +111,23 @@ def table_rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[
     multi_seed = any(r["n"] > 1 for r in rows)
     multi_budget = len({r.get("params_budget") for r in rows}) > 1
     multi_lr = any(len(r["lrs"]) > 1 for r in rows)
+    with_rate = multi_seed and any(r["success_rate"] is not None for r in rows)
     headers = ["model", "seq_len"] + (["budget"] if multi_budget else []) + [metric.replace("_", " ")]
-    headers += (["best lr"] if multi_lr else []) + ["loss", "params", "state", "wall s"]
+    headers += (["solved"] if with_rate else []) + (["best lr"] if multi_lr else [])
+    headers += ["loss", "params", "state", "wall s"]
     out = []
     for r in rows:
         value = format_metric(r["mean"], metric)
-        if multi_seed and r["mean"] is not None:
-            value += f" ± {format_metric((r['max'] - r['min']) / 2, metric)}"
+        if r["ci_low"] is not None:
+            value += f" [{format_metric(r['ci_low'], metric)}, {format_metric(r['ci_high'], metric)}]"
         if r["diverged"]:
             value += f" ({r['diverged']} diverged)"
         cells = [str(r["model"]), str(r["seq_len"])]
         if multi_budget:
             cells.append(str(r.get("params_budget")))
         cells.append(value)
+        if with_rate:
+            cells.append("n/a" if r["success_rate"] is None else f"{r['solved']}/{r['n']}")
         if multi_lr:
             cells.append(f"{r['lr']:g}" if isinstance(r.get("lr"), (int, float)) else "n/a")
         cells += [format_metric(r["loss"], "loss"), str(r["params"]), format_bytes(r.get("state_bytes"))]
@@ -129,7 +135,13 @@ def table_rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[
         out.append(cells)
     notes = []
     if multi_seed:
-        notes.append(f"mean ± half the min-max range over {max(r['n'] for r in rows)} seeds")
+        seeds = max(r["n"] for r in rows)
+        methods = sorted({r["ci_method"] for r in rows if r["ci_method"]})
+        how = {"t": "Student's t", "bootstrap": "percentile bootstrap"}
+        notes.append(f"mean [95% interval: {' or '.join(how[m] for m in methods)}] over up to {seeds} seeds")
+        if with_rate:
+            op, threshold = SOLVED[metric]
+            notes.append(f"solved: seeds with {metric.replace('_', ' ')} {op} {threshold:g}")
     if multi_lr:
         n_lrs = max(len(r["lrs"]) for r in rows)
         notes.append(f"best of {n_lrs} learning rates per cell by mean held-out {metric.replace('_', ' ')}")

@@ -162,6 +162,8 @@ def _device(network: nn.Module) -> torch.device:
 
 
 def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Batch):
+        return batch.to(device)
     return type(batch)(*(t.to(device) if t is not None else None for t in batch))
 
 
@@ -170,15 +172,18 @@ def evaluate(
 ) -> EvalResult:
     """Loss and metric of a network on held-out data.
 
-    Synthetic tasks draw fresh sequences from a generator seeded apart from training
-    (`derive_seed(seed, "eval")`); tasks on real data draw from their held-out split. The same
-    `seed` gives the same batches, so models evaluated with it see the same data.
+    Synthetic tasks draw `n_batches` batches of fresh sequences from a generator seeded apart from
+    training (`derive_seed(seed, "eval")`); the data-set tasks `digits` and `vowels` draw them from
+    their held-out split. The same `seed` gives the same batches, so models evaluated with it see
+    the same data. A task with a finite validation set that it lists (`Task.eval_set` is not
+    `None`: users' data, `seqmem.tasks.from_arrays`) is instead scored on every validation sequence
+    exactly once, in batches of `batch_size`; `n_batches` and `seed` are then not used.
 
     Args:
         network: maps `batch.x` to `(logits, state)`, logits `(batch, seq_len, output_size)`
             (a `SequenceNetwork`).
         task: the task.
-        n_batches: number of batches.
+        n_batches: number of sampled batches.
         seed: the evaluation seed.
         batch_size: sequences per batch.
 
@@ -189,7 +194,10 @@ def evaluate(
         ValueError: for a non-positive `n_batches` or `batch_size`.
     """
     _check_positive("evaluate", n_batches=n_batches, batch_size=batch_size)
-    gen = torch.Generator().manual_seed(derive_seed(seed, "eval"))
+    batches = task.eval_set(batch_size)
+    if batches is None:
+        gen = torch.Generator().manual_seed(derive_seed(seed, "eval"))
+        batches = (task.sample(batch_size, gen, split="eval") for _ in range(n_batches))
     device = _device(network)
     was_training = network.training
     network.eval()
@@ -197,8 +205,8 @@ def evaluate(
     count = 0
     try:
         with torch.no_grad():
-            for _ in range(n_batches):
-                batch = _to(task.sample(batch_size, gen, split="eval"), device)
+            for cpu_batch in batches:
+                batch = _to(cpu_batch, device)
                 logits, _ = network(batch.x)
                 score = task.score(logits, batch)
                 loss_sum += score.loss_sum
@@ -227,9 +235,17 @@ def _chunk(task: Task, batch: Batch, start: int, end: int) -> tuple[Batch, int]:
     """The part of a batch in positions `[start, end)`, and the number of targets it scores."""
     B, T = batch.x.shape[:2]
     x = batch.x[:, start:end]
+    lengths = batch.lengths
     if task.target == "last":
-        return Batch(x, batch.y, None), (B if end == T else 0)
-    mask = None if batch.mask is None else batch.mask[:, start:end]
+        if lengths is None:
+            return Batch(x, batch.y, None), (B if end == T else 0)
+        ends_here = (lengths > start) & (lengths <= end)  # (B,) the sequences whose last step is in the chunk
+        return Batch(x, batch.y, None, lengths - start), int(ends_here.sum())
+    mask = batch.mask
+    if lengths is not None:
+        valid = torch.arange(T, device=lengths.device) < lengths[:, None]  # (B, T)
+        mask = valid if mask is None else mask & valid
+    mask = None if mask is None else mask[:, start:end]
     count = B * (end - start) if mask is None else int(mask.sum())
     return Batch(x, batch.y[:, start:end], mask), count
 

@@ -109,3 +109,41 @@ def test_compare_training_options_reach_the_records(tmp_path):
                               "--tbptt", "2", "--clip", "0", "--weight-decay", "0", "--eval-batches", "1",
                               "-o", "alphabet=3", "--out", str(out), *TINY])
     assert res.exit_code == 0 and "already done" in res.stderr  # --clip 0 is --no-clip: the same run
+
+
+@pytest.mark.parametrize("kind", ["sequence classification", "per-step labelling", "sequence regression"])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_compare_on_your_data_file(tmp_path, kind, with_lengths):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    N, T = 60, 7
+    x = rng.normal(size=(N, T, 3)).astype(np.float32)
+    y = {"sequence classification": (x[:, 0, 0] > 0).astype(np.int64),
+         "per-step labelling": (x[..., 1] > 0).astype(np.int64),
+         "sequence regression": x[:, 0, :2].copy()}[kind]
+    arrays = {"x": x, "y": y, **({"lengths": rng.integers(2, T + 1, size=N)} if with_lengths else {})}
+    np.savez(tmp_path / "mine.npz", **arrays)
+    args = ["compare", "--data", str(tmp_path / "mine.npz"), "--models", "gru", "--steps", "3", "--params",
+            "2000", "--no-plot", "--out", str(tmp_path / "out")]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert f"data: {tmp_path / 'mine.npz'}: {kind}" in " ".join(res.stderr.split())
+    (rec,) = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert rec["task"] == "data" and rec["seq_len"] == T and rec["task_config"]["kind"] == kind
+    assert rec["metric"] == ("mse" if "regression" in kind else "accuracy") and rec["chance"] is not None
+    res = runner.invoke(app, args)  # resumes: nothing retrained
+    assert res.exit_code == 0 and "already done" in res.stderr
+    assert len((tmp_path / "out" / "results.jsonl").read_text().splitlines()) == 1
+
+
+def test_compare_refuses_a_bad_data_file_before_any_work(tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "bad.npz", x=np.zeros((5, 4, 2), np.float32), y=np.array([0, 1, 0, 1, 7]), n_classes=2)
+    res = runner.invoke(app, ["compare", "--data", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "y" in res.output and "[0, 2)" in res.output.replace("\n", " ")
+    assert not (tmp_path / "o").exists()
+    res = runner.invoke(app, ["compare", "--data", str(tmp_path / "bad.npz"), "--seq-lens", "9",
+                              "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2

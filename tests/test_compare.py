@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from seqmem.compare import CompareProgress, compare, model_backends, read_results, run_id, summarize
+from seqmem.results import ResultsWarning, SkippedLine
 
 TINY = {"steps": 3, "params": 1500, "batch_size": 8, "eval_batches": 1}
 
@@ -56,12 +57,16 @@ def test_resume_skips_finished_runs_and_survives_a_torn_line(tmp_path):
     # a crash mid-write leaves a torn last line: ignored on read, and the next append starts afresh
     with open(path, "ab") as f:
         f.write(b'{"id": "abc", "task": "xor-')
-    assert [r["id"] for r in read_results(out)] == [r["id"] for r in first]
+    with pytest.warns(ResultsWarning, match=r"results.jsonl:3: a torn last line"):
+        assert [r["id"] for r in read_results(out)] == [r["id"] for r in first]
     count = Count()
-    third = compare("xor-echo", ["rnn", "lstm", "gru"], [3], [0], out=out, plot=False, progress=count, **TINY)
+    with pytest.warns(ResultsWarning, match="torn last line"):  # named on resume too
+        third = compare("xor-echo", ["rnn", "lstm", "gru"], [3], [0], out=out, plot=False, progress=count,
+                        **TINY)
     assert count.started == 1 and count.resumed == 2
     assert third[:2] == first and third[2]["model"] == "gru"
-    assert [r["id"] for r in read_results(path)] == [r["id"] for r in third]
+    with pytest.warns(ResultsWarning, match=r"results.jsonl:3: not JSON"):  # no longer the last line
+        assert [r["id"] for r in read_results(path)] == [r["id"] for r in third]
     assert path.read_bytes().endswith(b"\n")
 
 
@@ -141,3 +146,49 @@ def test_bad_input_fails_before_training(tmp_path, kwargs, match):
         compare(out=tmp_path / "x", **args)
     assert not (tmp_path / "x").exists()
 
+
+
+def test_every_skipped_line_is_named_and_a_duplicate_never_counts_twice(tmp_path):
+    good = compare("xor-echo", ["rnn", "gru"], [3], [0], out=tmp_path, plot=False, **TINY)
+    path = tmp_path / "results.jsonl"
+    lines = path.read_text().splitlines()
+    junk_model = {**json.loads(lines[0]), "model": 5}
+    edited = {**json.loads(lines[0]), "seed": 7}  # its id no longer matches its fields
+    no_metric = {k: v for k, v in json.loads(lines[1]).items() if k != "accuracy"}
+    path.write_text("\n".join([
+        lines[0], "garbage", "[1, 2]", json.dumps(junk_model), lines[0], json.dumps(edited),
+        json.dumps({**json.loads(lines[1]), "seq_len": True}), json.dumps(no_metric), lines[1],
+    ]) + "\n")
+    skipped: list[SkippedLine] = []
+    with pytest.warns(ResultsWarning) as caught:
+        records = read_results(path, skipped=skipped)
+    assert [r["id"] for r in records] == [r["id"] for r in good]
+    assert [(s.line, s.reason) for s in skipped] == [
+        (2, "not JSON"),
+        (3, "a JSON list, not a record (an object)"),
+        (4, "'model' is 5, expected str"),
+        (5, f"a duplicate of line 1 (run {good[0]['id']})"),
+        (6, f"its id {good[0]['id']} does not match its fields (edited by hand, or damaged)"),
+        (7, "'seq_len' is True, expected int"),
+        (8, "its metric 'accuracy' has no number (got None)"),
+    ]
+    assert len(caught) == 1 and "skipped 7 lines" in str(caught[0].message) and f"{path}:2: not JSON" in str(
+        caught[0].message)
+    # the table, the report and a resume see each run once
+    rows = summarize(records)
+    assert [r["n"] for r in rows] == [1, 1]
+    with pytest.warns(ResultsWarning):
+        again = compare("xor-echo", ["rnn", "gru"], [3], [0], out=tmp_path, plot=False, **TINY)
+    assert [r["id"] for r in again] == [r["id"] for r in good]
+    assert read_results(path, warn=False) == records
+
+
+def test_the_lock_survives_the_results_file_being_replaced(tmp_path):
+    from seqmem.results import sweep_lock
+
+    compare("xor-echo", ["rnn"], [3], [0], out=tmp_path, plot=False, **TINY)
+    with sweep_lock(tmp_path):
+        (tmp_path / "results.jsonl").unlink()  # someone removes the file while a sweep runs
+        with pytest.raises(RuntimeError, match="another sweep is writing"):
+            compare("xor-echo", ["rnn"], [3], [0], out=tmp_path, plot=False, **TINY)
+    assert not (tmp_path / "results.jsonl").exists()  # the refused sweep wrote nothing

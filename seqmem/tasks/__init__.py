@@ -11,6 +11,7 @@
 | `assoc-recall` | `AssocRecall(seq_len, num_kv_pairs=8, vocab_size=64)` | accuracy per query |
 | `digits` | `Digits(seq_len, layout=None)`: seq_len 64 (pixels) or 8 (rows) | accuracy |
 | `vowels` | `JapaneseVowels(seq_len)` | accuracy |
+| `data` | `ArrayTask(seq_len, path)`: your `.npz` file, or `from_arrays(x, y, ...)` | accuracy or mse |
 
 `digits` and `vowels` read data sets that ship inside scikit-learn and sktime: install the extra
 with `pip install "seqmem[data]"` (building them without it raises an `ImportError` saying so).
@@ -29,6 +30,7 @@ from typing import Any
 
 from ..registry import TaskSpec, list_tasks, task_spec
 from .adding import Adding
+from .arrays import ArrayTask, from_arrays
 from .base import Batch, BatchScore, Task
 from .copy import Copy, SelectiveCopy
 from .datasets import Digits, JapaneseVowels
@@ -39,6 +41,7 @@ from .xor_echo import XorEcho
 __all__ = [
     "BUILTIN_TASKS",
     "Adding",
+    "ArrayTask",
     "AssocRecall",
     "Batch",
     "BatchScore",
@@ -51,13 +54,16 @@ __all__ = [
     "Task",
     "XorEcho",
     "default_corpus",
+    "from_arrays",
     "get_task",
     "task_names",
 ]
 
 BUILTIN_TASKS = tuple(
     TaskSpec(cls.name, cls)
-    for cls in (XorEcho, CharText, Adding, Copy, SelectiveCopy, Induction, AssocRecall, Digits, JapaneseVowels)
+    for cls in (
+        XorEcho, CharText, Adding, Copy, SelectiveCopy, Induction, AssocRecall, Digits, JapaneseVowels, ArrayTask
+    )
 )
 """The built-in tasks' specs, in the order `seqmem list` shows them."""
 
@@ -74,7 +80,7 @@ def get_task(name: str, seq_len: int, **kwargs: Any) -> Task:
         name: one of `task_names()`.
         seq_len: length of every sequence.
         **kwargs: the task's options (e.g. `alphabet=4` for `xor-echo`, `corpus="book.txt"` for `text`,
-            `num_kv_pairs=4` for `assoc-recall`).
+            `num_kv_pairs=4` for `assoc-recall`, `path="data.npz"` for `data`).
 
     Returns:
         The task.

@@ -7,17 +7,24 @@ axes describe every task, so one training loop serves them all:
 | | `target="last"` (one target per sequence) | `target="all"` (a target at masked positions) |
 | --- | --- | --- |
 | `loss_kind="cross_entropy"` | XOR-echo, induction, digits, vowels | character LM, copy, selective copy, recall |
-| `loss_kind="mse"` | the adding problem | |
+| `loss_kind="mse"` | the adding problem | your data with `(N, T, K)` float targets |
 
 Inputs are either tokens (`input_kind="tokens"`: `x` is `(batch, seq_len)` int64 in
 `[0, vocab_size)`) or real vectors (`input_kind="real"`: `x` is `(batch, seq_len, input_size)`
 float32). A network reads the whole sequence and emits `(batch, seq_len, output_size)` outputs;
 the task picks the positions that count.
+
+Variable-length sequences (users' data, `seqmem.tasks.from_arrays`) are right-padded to
+`seq_len` and carry their lengths in `Batch.lengths`: positions at or after a sequence's length
+are padding, never scored, and a `target="last"` label is read at the sequence's last valid step
+`lengths - 1`. Every sequence model of seqmem is causal, so padding after a sequence cannot change
+its outputs at the valid steps.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -31,20 +38,72 @@ LOSSES = ("cross_entropy", "mse")
 METRICS = ("accuracy", "bits_per_char", "mse")
 
 
-class Batch(NamedTuple):
+class _BatchFields(NamedTuple):
+    x: Tensor
+    y: Tensor
+    mask: Tensor | None = None
+
+
+class Batch(_BatchFields):
     """A batch of sequences and their targets.
+
+    A named tuple of `(x, y, mask)`, so `x, y, mask = task.sample(...)` unpacks it, plus one
+    attribute-only field, `lengths`, for variable-length sequences (as `os.stat_result` keeps its
+    later fields out of the tuple). `Batch(x, y, mask, lengths)` builds one; `_replace`, `copy`
+    and pickling keep `lengths`.
 
     Attributes:
         x: inputs, `(batch, seq_len)` int64 tokens or `(batch, seq_len, input_size)` float32.
         y: targets. `target="last"`: `(batch,)` int64 class ids (cross-entropy) or
-            `(batch, output_size)` float32 (mse). `target="all"`: `(batch, seq_len)` int64 class ids.
+            `(batch, output_size)` float32 (mse). `target="all"`: `(batch, seq_len)` int64 class
+            ids (cross-entropy) or `(batch, seq_len, output_size)` float32 (mse).
         mask: `(batch, seq_len)` bool, the positions that carry a target (`target="all"`), or
-            `None` (`target="last"`: only the last position counts).
+            `None` (`target="last"`: only the last position counts; `target="all"`: every position).
+        lengths: `(batch,)` int64, the number of valid steps of each right-padded sequence, in
+            `[1, seq_len]`, or `None` (every sequence fills `seq_len`). Positions `t >= lengths[b]`
+            are padding: never scored; `target="last"` reads sequence `b`'s output and label at
+            step `lengths[b] - 1`. A sequence whose last valid step lies outside the batch's
+            positions (a chunk of truncated BPTT that ends before it, or one that starts after it)
+            is not scored in that batch.
     """
 
-    x: Tensor
-    y: Tensor
-    mask: Tensor | None = None
+    lengths: Tensor | None
+
+    def __new__(cls, x: Tensor, y: Tensor, mask: Tensor | None = None, lengths: Tensor | None = None) -> Batch:
+        self = super().__new__(cls, x, y, mask)
+        self.__dict__["lengths"] = lengths
+        return self
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Batch is immutable; use batch._replace({name}=...)")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.x, self.y, self.mask, self.lengths))
+
+    def __repr__(self) -> str:
+        tail = "" if self.lengths is None else f", lengths={self.lengths!r}"
+        return f"{super().__repr__()[:-1]}{tail})"
+
+    @classmethod
+    def _make(cls, iterable: Any) -> Batch:
+        return cls(*iterable)
+
+    def _replace(self, **changes: Any) -> Batch:
+        return type(self)(**{**self._asdict(), **changes})
+
+    def _asdict(self) -> dict[str, Any]:
+        return {"x": self.x, "y": self.y, "mask": self.mask, "lengths": self.lengths}
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch with every tensor moved to `device`.
+
+        Args:
+            device: the target device.
+
+        Returns:
+            A new `Batch`.
+        """
+        return type(self)(**{k: None if v is None else v.to(device) for k, v in self._asdict().items()})
 
 
 class BatchScore(NamedTuple):
@@ -150,6 +209,21 @@ class Task:
         if split not in ("train", "eval"):
             raise ValueError(f"{self.name}: split must be 'train' or 'eval', got {split!r}")
 
+    def eval_set(self, batch_size: int) -> Iterator[Batch] | None:
+        """Every held-out sequence once, in a fixed order, for a task with a finite held-out set.
+
+        `seqmem.train.evaluate` scores these batches, when there are some, instead of sampling:
+        the metric is then exact over the whole validation set. Synthetic tasks and the data-set
+        tasks that sample their held-out split return `None` (the default).
+
+        Args:
+            batch_size: sequences per batch (the last batch may be smaller).
+
+        Returns:
+            An iterator of `Batch`es covering the held-out set exactly once, or `None`.
+        """
+        return None
+
     # ------------------------------------------------------------------ loss and metric
     def _scored(self, logits: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
         """The outputs and targets that count, flattened: `(n, output_size)` and `(n,)` or `(n, k)`."""
@@ -159,9 +233,17 @@ class Task:
                 f"{self.name}: outputs must have shape (batch, seq_len, output_size) = "
                 f"{(B, T, self.output_size)}, got {tuple(logits.shape)}"
             )
+        lengths = batch.lengths
         if self.target == "last":
-            return logits[:, -1], batch.y
+            if lengths is None:
+                return logits[:, -1], batch.y
+            last = lengths.to(logits.device) - 1  # (B,) the last valid step of each sequence
+            rows = ((last >= 0) & (last < T)).nonzero().squeeze(1)  # (n,) the sequences that end here
+            return logits[rows, last[rows]], batch.y[rows]
         mask = batch.mask
+        if lengths is not None:
+            valid = torch.arange(T, device=logits.device) < lengths.to(logits.device)[:, None]  # (B, T)
+            mask = valid if mask is None else mask & valid
         if mask is None:
             mask = torch.ones(B, T, dtype=torch.bool, device=logits.device)
         return logits[mask], batch.y[mask]
