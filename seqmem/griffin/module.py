@@ -422,8 +422,8 @@ class Hawk(_RGLRUStack):
     Args:
         d_model: model width $D$ (input and output size).
         n_layers: number of residual blocks $N$.
-        d_rnn: width $D_{RNN}$ of the recurrent branch and the RG-LRU; `None` for `round(4 * d_model / 3)`,
-            the ratio of the paper's models.
+        d_rnn: width $D_{RNN}$ of the recurrent branch and the RG-LRU; `None` for `round(4 * d_model / 3)`
+            (the block's three projections then hold $4 D^2$ weights, as many as an attention block's).
         mlp_ratio: expansion factor $M$ of the gated MLP (3 in the paper).
         d_conv: temporal width of the causal `Conv1D` (4 in the paper).
         c: the constant $c$ of eq. (3) (8 in the paper).
