@@ -81,7 +81,7 @@ class GriffinState(NamedTuple):
     @property
     def batch_size(self) -> int:
         """Number of sequences in the batch."""
-        return self.n_cached.shape[0]
+        return self.h.shape[1]
 
 
 # ---------------------------------------------------------------------------------------------- blocks
@@ -197,7 +197,7 @@ class _LocalAttention(nn.Module):
         k = torch.cat([k_cache, self.k_proj(x)], dim=1)  # (B, C+T, hd), unrotated
         v = torch.cat([v_cache, self.v_proj(x)], dim=1)  # (B, C+T, hd)
         # positions relative to this call: cached keys at -C .. -1, the new ones at 0 .. T-1; the scores
-        # depend on offsets only (RoFormer eq. 16), so the cache needs no absolute position
+        # depend on offsets only (Su et al. 2021, sec. 3.2), so the cache needs no absolute position
         cos, sin = self._rotary(C, T, x)  # (C+T, hd/2)
         q = apply_rotary(q, cos[C:], sin[C:])
         k_rot = apply_rotary(k, cos, sin)
@@ -246,6 +246,8 @@ class _RGLRUStack(SequenceModule):
     """What `Hawk` and `Griffin` share: the residual blocks, the final RMSNorm, the backend dispatch."""
 
     backends = ("torch", "numba")
+    _cache_len = 0  # positions each attention block keeps (Griffin: window)
+    _head_dim = 0
 
     def _build(
         self,
@@ -348,9 +350,6 @@ class _RGLRUStack(SequenceModule):
         }
         return self.state_type(*(zeros[name] for name in self.state_type._fields))
 
-    _cache_len = 0
-    _head_dim = 0
-
     def _run(self, x: Tensor, state: Any, one_step: bool) -> tuple[Tensor, Any]:
         """Run every block over `x` `(B, T, D)` (or one step, `(B, D)`) from `state`; return `norm_out(x)` and
         the new state."""
@@ -379,7 +378,7 @@ class _RGLRUStack(SequenceModule):
             T = 1 if one_step else x.shape[1]
             stacked["k"] = torch.stack(k) if k else state.k
             stacked["v"] = torch.stack(v) if v else state.v
-            stacked["n_cached"] = (n_cached + T).clamp(max=self._cache_len)
+            stacked["n_cached"] = (n_cached.detach() + T).clamp(max=self._cache_len)  # a count: no gradient
         return self.norm_out(x), self.state_type(**stacked)
 
     def _forward(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:
