@@ -37,8 +37,8 @@ def _hawk_configs(max_size: int) -> Any:
 
 
 def _griffin_configs(max_size: int) -> Any:
-    """Hawk's fields and `n_heads` (1-3, head size 2 or 4), `window` (1-8: the sequences drawn cross it),
-    `block_types` (the paper's pattern and others), `rope_base`."""
+    """Hawk's fields and `n_heads` (1-3, head size 2 or 4), `window` (1 to 8, at most `max_size`: the drawn
+    sequences cross it), `block_types` (the paper's pattern and others), `rope_base`."""
     from hypothesis import strategies as st
 
     @st.composite
@@ -49,11 +49,11 @@ def _griffin_configs(max_size: int) -> Any:
         return {
             "d_model": n_heads * head_dim,
             "n_heads": n_heads,
-            "window": draw_(st.integers(1, 8)),
+            "window": draw_(st.integers(1, max(1, min(8, max_size)))),
             "block_types": draw_(st.sampled_from(_PATTERNS)),
             "rope_base": draw_(st.sampled_from([10000.0, 10.0])),
             **fields,
-            "n_layers": draw_(st.integers(1, 4)),
+            "n_layers": draw_(st.integers(1, max(1, min(4, max_size)))),
         }
 
     return draw()
