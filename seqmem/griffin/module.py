@@ -463,7 +463,7 @@ class Hawk(_RGLRUStack):
     def __init__(
         self,
         d_model: int,
-        n_layers: int = 3,
+        n_layers: int = 2,
         d_rnn: int | None = None,
         mlp_ratio: int = 3,
         d_conv: int = 4,

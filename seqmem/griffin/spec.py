@@ -69,7 +69,7 @@ SPECS = (
         width_arg="d_model",
         input_arg=None,
         stacking="block",
-        default_layers=3,
+        default_layers=2,  # as the transformer and mamba: two blocks (sizes to small budgets on a fine grid)
         configs=_hawk_configs,
         kernel_variants=({},),
         color="#332288",
@@ -87,7 +87,7 @@ SPECS = (
         "are multiples of 2 * n_heads, any even width when n_heads is chosen automatically",
         configure=_configure,
         stacking="block",
-        default_layers=3,
+        default_layers=3,  # one period of the paper's pattern: recurrent, recurrent, attention
         configs=_griffin_configs,
         kernel_variants=({},),
         color="#882255",

@@ -385,7 +385,7 @@ def test_registry_and_network() -> None:
     logits, state = net(torch.randint(0, 5, (2, 11)))
     assert logits.shape == (2, 11, 3) and isinstance(state[0], GriffinState)
     net = SequenceNetwork("hawk", 5, input_size=2, output_size=1)
-    assert net.layers[0].n_layers == 3 and isinstance(net.norm, torch.nn.Identity)
+    assert net.layers[0].n_layers == 2 and isinstance(net.norm, torch.nn.Identity)
 
 
 def test_trains_on_cpu() -> None:
