@@ -29,10 +29,12 @@ import matplotlib.pyplot as plt
 import torch
 
 import seqmem
+from seqmem import plotstyle
 from seqmem.network import SequenceNetwork
 from seqmem.tasks import XorEcho
 from seqmem.train import train
 
+plotstyle.use()  # figures sized for the page, a fixed colour per model
 task = XorEcho(seq_len=16, alphabet=4)
 batch = task.sample(4, torch.Generator().manual_seed(0))
 print(task)
@@ -52,19 +54,23 @@ print("y =", batch.y.tolist(), " (1 when the last symbol equals the first)")
 results, networks = {}, {}
 for name in ("rnn", "lstm"):
     net = SequenceNetwork.for_task(name, task, width=32)
-    result = train(net, task, steps=600, batch_size=64, lr=1e-2, seed=0, eval_batches=4)
+    result = train(net, task, steps=600, batch_size=64, lr=1e-2, seed=0,
+                   eval_batches=4)
     networks[name], results[name] = net, result
-    print(f"{name:5s} {net.num_parameters():6d} parameters   held-out accuracy {result.metric:.3f}   "
-          f"({result.wall_s:.1f} s)")
+    print(f"{name:5s} {net.num_parameters():6d} parameters   "
+          f"held-out accuracy {result.metric:.3f}   ({result.wall_s:.1f} s)")
 
 # %%
-fig, ax = plt.subplots(figsize=(7, 3.2))
+fig, ax = plt.subplots(figsize=(plotstyle.FIGURE_WIDTH, 3.6))
 for name, result in results.items():
-    losses = torch.tensor(result.losses)
-    smooth = torch.nn.functional.avg_pool1d(losses[None, None], 20, stride=1)[0, 0]
-    ax.plot(range(len(smooth)), smooth, label=name)
-ax.axhline(torch.log(torch.tensor(2.0)).item(), color="gray", ls="--", lw=1, label="chance (ln 2)")
-ax.set(xlabel="training step", ylabel="cross-entropy (nats), smoothed", title="training loss, seq_len 16")
+    losses = torch.tensor(result.losses)[None, None]
+    smooth = torch.nn.functional.avg_pool1d(losses, 20, stride=1)[0, 0]
+    ax.plot(range(len(smooth)), smooth, label=name,
+            color=plotstyle.model_style(name)[0])
+ax.axhline(torch.log(torch.tensor(2.0)).item(), color="gray", ls="--", lw=1,
+           label="chance (ln 2)")
+ax.set(xlabel="training step", ylabel="cross-entropy (nats)",
+       title="training loss (smoothed), seq_len 16")
 ax.legend()
 plt.show()
 
@@ -84,7 +90,8 @@ plt.show()
 # should say "match" exactly at the positions where the current symbol equals the first one.
 
 # %%
-x = torch.tensor([2, 0, 1, 3, 2, 1, 0, 0, 3, 2, 1, 3, 0, 1, 3, 2])  # first symbol 2, last symbol 2
+# first symbol 2, last symbol 2
+x = torch.tensor([2, 0, 1, 3, 2, 1, 0, 0, 3, 2, 1, 3, 0, 1, 3, 2])
 assert len(x) == task.seq_len
 
 confidence = {}
@@ -93,21 +100,21 @@ with torch.no_grad():
         net.eval()
         state, probs = None, []
         for t in range(len(x)):
-            logits_t, state = net.step(x[t : t + 1], state)  # one token, batch 1
+            logits_t, state = net.step(x[t : t + 1], state)  # one token
             probs.append(logits_t.softmax(-1)[0, 1].item())
         confidence[name] = probs
-        print(f"{name:5s} state carried between tokens: {seqmem.state_nbytes(state)} bytes "
-              f"(the same after 16 tokens as after 1)")
+        print(f"{name:5s} state carried between tokens: "
+              f"{seqmem.state_nbytes(state)} bytes (after 16 as after 1)")
 
 matches = [t for t in range(len(x)) if x[t] == x[0]]
-fig, ax = plt.subplots(figsize=(8, 3.4))
+fig, ax = plt.subplots(figsize=(plotstyle.FIGURE_WIDTH, 3.8))
 for name, probs in confidence.items():
-    ax.plot(range(len(x)), probs, marker="o", label=name)
+    ax.plot(range(len(x)), probs, label=name, **plotstyle.line_style(name))
 for t in matches:
     ax.axvspan(t - 0.4, t + 0.4, color="gold", alpha=0.3, lw=0)
 ax.set_xticks(range(len(x)), [str(v) for v in x.tolist()])
-ax.set(xlabel="token (shaded: equal to the first token)", ylabel="P(match)", ylim=(-0.05, 1.05),
-       title="confidence that the string ends with a match, after each token")
+ax.set(xlabel="token (shaded: equal to the first token)", ylabel="P(match)",
+       ylim=(-0.05, 1.05), title="P(match), token by token")
 ax.legend()
 plt.show()
 
@@ -131,7 +138,8 @@ with torch.no_grad():
     for name, net in networks.items():
         logits, _ = net(x[None])  # (1, 16, 2)
         parallel = logits.softmax(-1)[0, :, 1]
-        print(f"{name:5s} max |step - forward| = {(parallel - torch.tensor(confidence[name])).abs().max():.1e}")
+        err = (parallel - torch.tensor(confidence[name])).abs().max()
+        print(f"{name:5s} max |step - forward| = {err:.1e}")
 
 # %% [markdown]
 # ## Try it

@@ -35,8 +35,10 @@
 import matplotlib.pyplot as plt
 
 import seqmem
+from seqmem import plotstyle
 from seqmem.bench import bench, format_bytes, format_seconds
 
+plotstyle.use()  # figures sized for the page, a fixed colour per model
 seq_lens = (16, 64, 256)
 records = bench(
     backends=("torch",),
@@ -46,55 +48,59 @@ records = bench(
     width=32,
     repeats=3,
     baselines=False,
-    memory=False,  # peak memory needs the profiler: slower, and not needed for this picture
+    memory=False,  # peak memory needs the profiler: slower, not needed here
 )
 print(f"{len(records)} cases measured")
 
 
 # %%
 def curve(model, mode, value):
-    rows = sorted((r.seq_len, value(r)) for r in records if r.model == model and r.mode == mode)
+    rows = sorted((r.seq_len, value(r)) for r in records
+                  if r.model == model and r.mode == mode)
     return [t for t, _ in rows], [v for _, v in rows]
 
 
 def guides(ax, ys):
-    """Grey O(T) and O(T^2) lines through the smallest value, for reading slopes."""
+    """Grey O(T) and O(T^2) lines through the smallest value, to read slopes."""
     lo = min(ys)
-    for power, label in ((1, "O(T)"), (2, "O(T²)")):
-        ax.plot(seq_lens, [lo * (t / seq_lens[0]) ** power for t in seq_lens], ":", color="grey", lw=1)
-        ax.annotate(label, (seq_lens[-1], lo * (seq_lens[-1] / seq_lens[0]) ** power), color="grey", fontsize=8)
+    for power, label, style in ((1, "O(T)", ":"), (2, "O(T²)", "-.")):
+        ys = [lo * (t / seq_lens[0]) ** power for t in seq_lens]
+        ax.plot(seq_lens, ys, style, color="grey", lw=1.2, label=label)
 
 
+seconds = lambda r: r.median_s  # noqa: E731
 panels = [
-    # (mode, measure, y label, title, draw O(T) / O(T^2) guides)
-    ("forward", lambda r: r.median_s, "seconds per call", "forward (inference on a prompt), batch 8", True),
-    ("train", lambda r: r.median_s, "seconds per call", "train step (forward + backward), batch 8", True),
-    ("step", lambda r: r.median_s, "seconds per token", "streaming, batch 1: average time per token", True),
-    ("step", lambda r: r.state_bytes, "bytes", "state carried after T tokens, batch 1", False),
+    # (mode, measure, y label, title, draw the O(T) and O(T^2) guides)
+    ("forward", seconds, "seconds per call", "1. forward, batch 8", True),
+    ("train", seconds, "seconds per call", "2. train step, batch 8", True),
+    ("step", seconds, "seconds per token", "3. streaming, batch 1", True),
+    ("step", lambda r: r.state_bytes, "bytes", "4. state after T", False),
 ]
-fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
-for ax, (mode, value, ylabel, title, with_guides) in zip(axes, panels, strict=True):
+fig, axes = plt.subplots(len(panels), 1, sharex=True,
+                         figsize=(plotstyle.FIGURE_WIDTH, 12))
+for ax, (mode, value, ylabel, title, with_guides) in zip(axes, panels):
     all_y = []
     for model in seqmem.model_names():
         ts, ys = curve(model, mode, value)
-        ax.plot(ts, ys, marker="o", label=model)
+        ax.plot(ts, ys, label=model, **plotstyle.line_style(model))
         all_y += ys
     if with_guides:
         guides(ax, all_y)
-    ax.set(xscale="log", yscale="log", xlabel="seq_len T", ylabel=ylabel, title=title)
-    ax.set_xticks(seq_lens, [str(t) for t in seq_lens])
-    ax.set_xticks([], minor=True)
-    ax.grid(True, which="both", alpha=0.3)
-axes[0].legend()
-fig.tight_layout()
+    ax.set(xscale="log", yscale="log", ylabel=ylabel, title=title)
+axes[-1].set_xticks(seq_lens, [str(t) for t in seq_lens])
+axes[-1].set_xticks([], minor=True)
+axes[-1].set_xlabel("seq_len T")
+fig.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center",
+           ncols=4)
 plt.show()
 
 # %% [markdown]
 # How to read the four panels:
 #
 # 1. **Forward.** Every model is close to linear in $T$ at these lengths; attention's $T^2$ term is a
-#    small matrix product here and only dominates at longer sequences (the full benchmark goes to
-#    4096). The recurrences, in their reference form, pay a Python-level loop over $T$.
+#    small matrix product here and only dominates at longer sequences (the benchmark on the
+#    trade-offs page goes to 1024; add 4096 to `--seq-lens` to see it take over). The recurrences, in
+#    their reference form, pay a Python-level loop over $T$.
 # 2. **Train.** The recurrences must run the loop forward and then backward; attention runs both
 #    passes as a few large matrix products, parallel over all positions, which is why it trains fast
 #    per token.
@@ -107,13 +113,17 @@ plt.show()
 # ## The same numbers as a table
 
 # %%
-print(f"{'model':12s} {'mode':8s} " + " ".join(f"{'T=' + str(t):>10s}" for t in seq_lens))
+def row(name, mode, *cells):
+    print(f"{name:12s} {mode:8s}", *(f"{c:>10s}" for c in cells))
+
+
+row("model", "mode", *(f"T={t}" for t in seq_lens))
 for model in seqmem.model_names():
     for mode in ("forward", "train", "step"):
-        ts, ys = curve(model, mode, lambda r: r.median_s)
-        print(f"{model:12s} {mode:8s} " + " ".join(f"{format_seconds(y):>10s}" for y in ys))
+        ts, ys = curve(model, mode, seconds)
+        row(model, mode, *map(format_seconds, ys))
     ts, states = curve(model, "step", lambda r: r.state_bytes)
-    print(f"{model:12s} {'state':8s} " + " ".join(f"{format_bytes(b):>10s}" for b in states))
+    row(model, "state", *map(format_bytes, states))
 
 # %% [markdown]
 # What this notebook does not measure is what each model can *remember*: that needs training, and is
@@ -121,5 +131,6 @@ for model in seqmem.model_names():
 # the [trade-offs page](../../tradeoffs/). To run the benchmark at full size on your machine:
 #
 # ```bash
-# seqmem bench --seq-lens 64,256,1024,4096 --json bench.json
+# seqmem bench --seq-lens 64,256,1024,4096 \
+#     --json bench.json --out bench
 # ```

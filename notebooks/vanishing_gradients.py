@@ -30,6 +30,7 @@ import matplotlib.pyplot as plt
 import torch
 
 import seqmem
+from seqmem import plotstyle
 from seqmem.diagnostics import (
     distances,
     forget_gate_products,
@@ -41,10 +42,11 @@ from seqmem.diagnostics import (
     spectral_radius,
 )
 
+plotstyle.use()  # figures sized for the page, a fixed colour per model
 torch.manual_seed(0)
 T, H = 60, 32
 x = torch.randn(4, T, 4, dtype=torch.float64)  # 4 random sequences of 60 steps
-d = distances(T)  # [59, 58, ..., 0]: the distance of each time index to the last step
+d = distances(T)  # [59, 58, ..., 0]: distance of each index to the last step
 
 # %% [markdown]
 # ## The Elman RNN: a product of Jacobians
@@ -64,16 +66,18 @@ def rnn_with_radius(radius, seed=0):
 
 
 radii = [0.5, 0.8, 1.0, 1.2, 1.5]
-fig, ax = plt.subplots(figsize=(7, 4))
+fig, ax = plt.subplots()
 for radius in radii:
     rnn = rnn_with_radius(radius)
-    (line,) = ax.semilogy(d, jacobian_norms(rnn, x, reduction="mean"), label=f"ρ = {radius}")
+    J = jacobian_norms(rnn, x, reduction="mean")
+    (line,) = ax.semilogy(d, J, label=f"ρ = {radius}")
     print(f"rho = {radius}: ||W_hh||_2 = {spectral_norm(rnn.weight_hh):.2f}")
     if radius < 1:
-        ax.semilogy(d, rnn_jacobian_bound(rnn, T), ":", color=line.get_color(), lw=1)
+        bound = rnn_jacobian_bound(rnn, T)
+        ax.semilogy(d, bound, ":", color=line.get_color(), lw=1.4)
 ax.set(xlabel="distance T - t", ylabel="||dh_T / dh_t||_2", ylim=(1e-14, 1e3),
-       title="Elman RNN (tanh): Jacobian norm vs distance (dotted: the bound)")
-ax.legend()
+       title="Elman RNN (tanh), dotted: the bound")
+ax.legend(ncol=2)
 plt.show()
 
 # %% [markdown]
@@ -91,10 +95,12 @@ plt.show()
 # default for $L$ = the sum of the last output):
 
 # %%
-fig, ax = plt.subplots(figsize=(7, 3.6))
+fig, ax = plt.subplots()
 for radius in radii:
-    ax.semilogy(range(T), hidden_grad_norms(rnn_with_radius(radius), x, reduction="mean"), label=f"ρ = {radius}")
-ax.set(xlabel="time step t", ylabel="||dL / dh_t||_2", title="the BPTT error signal, loss at t = T")
+    g = hidden_grad_norms(rnn_with_radius(radius), x, reduction="mean")
+    ax.semilogy(range(T), g, label=f"ρ = {radius}")
+ax.set(xlabel="time step t", ylabel="||dL / dh_t||_2",
+       title="the BPTT error signal, loss at t = T")
 ax.legend()
 plt.show()
 
@@ -107,17 +113,20 @@ plt.show()
 # gates are near $\sigma(b_f)$, which is why the initial forget bias matters:
 
 # %%
-fig, ax = plt.subplots(figsize=(7, 4))
+fig, ax = plt.subplots(figsize=(plotstyle.FIGURE_WIDTH, 5.2))
 for forget_bias in [0.0, 1.0, 2.0, 3.0, 5.0]:
     torch.manual_seed(0)
     lstm = seqmem.LSTM(4, H, forget_bias=forget_bias).double()
     gain = forget_gate_products(lstm, x)  # (batch, T, H)
     mean_f = lstm.gates(x).f.mean().item()
-    ax.semilogy(d, gain.mean(dim=(0, 2)), label=f"forget_bias = {forget_bias:g} (mean f = {mean_f:.2f})")
-ax.semilogy(d, jacobian_norms(rnn_with_radius(0.8), x, reduction="mean"), "k--", lw=1, label="Elman RNN, ρ = 0.8")
-ax.set(xlabel="distance T - t", ylabel="mean over units of prod f", ylim=(1e-14, 2),
-       title="the LSTM's cell path at initialisation")
-ax.legend(fontsize=8)
+    ax.semilogy(d, gain.mean(dim=(0, 2)),
+                label=f"forget_bias = {forget_bias:g} (mean f = {mean_f:.2f})")
+J_rnn = jacobian_norms(rnn_with_radius(0.8), x, reduction="mean")
+ax.semilogy(d, J_rnn, "--", color=plotstyle.model_style("rnn")[0],
+            label="Elman RNN, ρ = 0.8")
+ax.set(xlabel="distance T - t", ylabel="mean over units of prod f",
+       ylim=(1e-14, 2), title="the LSTM's cell path at initialisation")
+ax.legend(loc="lower left")
 plt.show()
 
 # %% [markdown]
@@ -132,10 +141,12 @@ plt.show()
 # %%
 torch.manual_seed(0)
 lstm = seqmem.LSTM(4, H, forget_bias=1.0).double()
-fig, ax = plt.subplots(figsize=(7, 3.6))
-ax.semilogy(d, forget_gate_products(lstm, x).amax(dim=2).mean(0), label="cell path, best unit")
-ax.semilogy(d, jacobian_norms(lstm, x, field="c", reduction="mean"), label="full ||dc_T / dc_t||_2")
-ax.semilogy(d, jacobian_norms(lstm, x, field="h", reduction="mean"), label="full ||dh_T / dh_t||_2")
+fig, ax = plt.subplots()
+best_unit = forget_gate_products(lstm, x).amax(dim=2).mean(0)
+ax.semilogy(d, best_unit, label="cell path, best unit")
+for field in ("c", "h"):
+    J = jacobian_norms(lstm, x, field=field, reduction="mean")
+    ax.semilogy(d, J, label=f"full ||d{field}_T / d{field}_t||_2")
 ax.set(xlabel="distance T - t", title="LSTM, forget_bias = 1")
 ax.legend()
 plt.show()
@@ -160,7 +171,8 @@ for T_explode in (10, 20, 40):
     before = global_grad_norm(relu_rnn.parameters())
     torch.nn.utils.clip_grad_norm_(relu_rnn.parameters(), max_norm=1.0)
     after = global_grad_norm(relu_rnn.parameters())
-    print(f"T = {T_explode:3d}: gradient norm {before:10.3e}  ->  clipped {after:.3f}")
+    print(f"T = {T_explode:3d}: gradient norm {before:10.3e}"
+          f"  ->  clipped {after:.3f}")
 
 # %% [markdown]
 # Clipping keeps the direction of the gradient and bounds its length, so one step on a cliff of the
@@ -177,5 +189,8 @@ from seqmem.diagnostics import gradflow_report
 
 report = gradflow_report(seqmem.LSTM(4, 16), torch.randn(2, 20, 4))
 for key, value in report.items():
-    shown = f"list of {len(value)} values, last {value[-1]:.3g}" if isinstance(value, list) else value
+    if isinstance(value, list):
+        shown = f"list of {len(value)} values, last {value[-1]:.3g}"
+    else:
+        shown = value
     print(f"{key:22s} {shown}")

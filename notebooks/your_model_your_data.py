@@ -37,7 +37,10 @@ import torch
 from torch import nn
 
 import seqmem
+from seqmem import plotstyle
 from seqmem.testing import check_sequence_model
+
+plotstyle.use()  # figures sized for the page, each model in its colour
 
 # %% [markdown]
 # ## A minGRU in twenty lines
@@ -152,14 +155,14 @@ print(markdown_table(records))
 from seqmem.summary import summarize  # noqa: E402
 
 rows = summarize(records)
-fig, ax = plt.subplots(figsize=(6, 3.2))
+fig, ax = plt.subplots(figsize=(plotstyle.FIGURE_WIDTH, 3.6))
 for i, row in enumerate(rows):
-    style = seqmem.model_spec(row["model"])
-    ax.bar(i, row["mean"], color=style.color or "gray", label=row["model"])
+    color, _ = plotstyle.model_style(row["model"])  # a spec's colour, or one picked from the name
+    ax.bar(i, row["mean"], color=color, label=row["model"])
     ax.errorbar(i, row["mean"], yerr=[[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]],
                 color="black", capsize=4)
 ax.axhline(records[0]["chance"], color="gray", linestyle="--", label="chance (majority class)")
 ax.set(xticks=range(len(rows)), xticklabels=[r["model"] for r in rows], ylabel="validation accuracy",
        ylim=(0.4, 1.02), title="first sign, 6-16 steps, 3k parameters, 2 seeds")
-ax.legend(loc="lower right", fontsize=9)
+ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 plt.show()

@@ -14,6 +14,7 @@ from .griffin import Griffin, GriffinState, Hawk, HawkState
 from .gru import GRU
 from .io import load, save
 from .lstm import LSTM, LSTMGates
+from .minrnn import MinGRU, MinLSTM, MinRNNState
 from .network import SequenceNetwork, size_for_budget
 from .protocol import (
     GRUState,
@@ -56,6 +57,9 @@ __all__ = [
     "KVCache",
     "LSTMGates",
     "LSTMState",
+    "MinGRU",
+    "MinLSTM",
+    "MinRNNState",
     "ModelSpec",
     "RNNState",
     "SSMState",

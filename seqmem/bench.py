@@ -522,19 +522,79 @@ def write_json(records: Iterable[BenchRecord | TargetRecord], path: str | os.Pat
     Returns:
         The path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps([asdict(r) for r in records], indent=1))
-    os.replace(tmp, path)
-    return path
+    from ._files import atomic_write_bytes
+
+    return atomic_write_bytes(path, json.dumps([asdict(r) for r in records], indent=1).encode("utf-8"))
+
+
+_PANELS = (
+    ("the models, torch backend", lambda r: r.backend == "torch" and not r.model.startswith("torch.nn")),
+    ("numba kernels and torch.nn", lambda r: r.backend != "torch" or r.model.startswith("torch.nn")),
+)
+_MEASURES = {
+    # measure: (file prefix, y label, modes)
+    "median_s": ("bench_time", "seconds per call", MODES),
+    "peak_bytes": ("bench_memory", "peak bytes allocated", ("forward", "train")),
+    "state_bytes": ("bench_state", "state bytes after T steps", ("step",)),
+}
+_MODE_TITLES = {
+    "forward": "forward, whole sequence, no gradient",
+    "train": "train step, forward + backward",
+    "step": "streaming: seconds per token",
+}
+
+
+def _bench_figure(records: Sequence[BenchRecord], measure: str, mode: str) -> Any:
+    """One figure: `measure` against `seq_len` for one mode, a panel per group of implementations."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullLocator
+
+    from .plotstyle import FIGURE_WIDTH, line_style
+
+    rows = [r for r in records if r.mode == mode and getattr(r, measure)]
+    batch = max(r.batch_size for r in rows)
+    rows = [r for r in rows if r.batch_size == batch]
+    if measure == "state_bytes":  # the same for every backend
+        panels = [("the same on every backend", [r for r in rows if _PANELS[0][1](r)])]
+    else:
+        panels = [(title, [r for r in rows if keep(r)]) for title, keep in _PANELS]
+    panels = [(title, rs) for title, rs in panels if rs]
+    fig = Figure(figsize=(FIGURE_WIDTH, 0.6 + 3.3 * len(panels)))
+    axes = fig.subplots(len(panels), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
+    seq_lens = sorted({r.seq_len for r in rows})
+    _, ylabel, _ = _MEASURES[measure]
+    for ax, (title, rs) in zip(axes, panels, strict=True):
+        for label in dict.fromkeys(r.label for r in rs):
+            pts = sorted((r.seq_len, getattr(r, measure)) for r in rs if r.label == label)
+            backend = next(r.backend for r in rs if r.label == label)
+            name = label.partition("/")[0] if measure == "state_bytes" else label
+            ax.plot(*zip(*pts, strict=True), label=name, **line_style(label, backend))
+        if len(seq_lens) > 1 and measure != "state_bytes" and ax is axes[0]:
+            lo = min(getattr(r, measure) for r in rs)
+            for power, name, style in ((1, "O(T) guide", ":"), (2, "O(T²) guide", "-.")):
+                ys = [lo * (t / seq_lens[0]) ** power for t in seq_lens]
+                ax.plot(seq_lens, ys, style, color="grey", lw=1.2, marker="", label=name)
+        ax.set(xscale="log", yscale="log", ylabel="seconds per token" if mode == "step" and measure == "median_s"
+               else ylabel, title=title)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    axes[-1].set_xlabel("seq_len T")
+    axes[-1].set_xticks(seq_lens, [str(t) for t in seq_lens])
+    axes[-1].xaxis.set_minor_locator(NullLocator())
+    what = {"median_s": _MODE_TITLES[mode], "peak_bytes": f"{mode}: peak memory",
+            "state_bytes": "state carried after T tokens"}[measure]
+    fig.suptitle(f"{what} (batch {batch})")
+    return fig
 
 
 def plot_bench(records: Sequence[BenchRecord], out_dir: str | os.PathLike[str]) -> list[Path]:
-    """Log-log plots of time and peak memory against `seq_len`, with O(T) and O(T^2) guides.
+    """Log-log plots of time, peak memory and state size against `seq_len`, one figure per mode.
 
-    One figure per measure (`bench_time.png`, `bench_memory.png`), one panel per mode, one line per
-    model/backend (at the largest batch size measured).
+    Time: `bench_time_<mode>.png` for each mode measured; peak memory: `bench_memory_<mode>.png` for
+    `forward` and `train`; state: `bench_state.png`. Each figure stacks two panels on shared axes:
+    the models on their `"torch"` backend (with O(T) and O(T^2) guides), then the `"numba"` kernels
+    and the `torch.nn` baselines. Every model keeps its colour and marker (`seqmem.plotstyle`); the
+    line style tells the implementation (solid torch, dashed numba, dotted torch.nn). At the largest
+    batch size measured. Written atomically.
 
     Args:
         records: from `bench`.
@@ -547,55 +607,21 @@ def plot_bench(records: Sequence[BenchRecord], out_dir: str | os.PathLike[str]) 
         ImportError: if matplotlib is not installed (`pip install seqmem[plot]`).
     """
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("plotting needs matplotlib: pip install 'seqmem[plot]'") from err
+    from .plotstyle import plot_style, save_figure
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     written = []
-    for measure, ylabel, fname in (
-        ("median_s", "seconds (per step for 'step')", "bench_time.png"),
-        ("peak_bytes", "peak bytes allocated", "bench_memory.png"),
-    ):
-        modes = [m for m in MODES if any(r.mode == m and getattr(r, measure) for r in records)]
-        if not modes:
-            continue
-        fig, axes = plt.subplots(1, len(modes), figsize=(5.2 * len(modes), 4.2), squeeze=False)
-        for ax, mode in zip(axes[0], modes, strict=True):
-            ax.set_prop_cycle(color=plt.cm.tab20.colors)  # up to 20 model/backend lines, each its own colour
-            rows = [r for r in records if r.mode == mode and getattr(r, measure)]
-            batch = max(r.batch_size for r in rows)
-            labels = sorted({r.label for r in rows})
-            for label in labels:
-                pts = sorted(
-                    (r.seq_len, getattr(r, measure))
-                    for r in rows
-                    if r.label == label and r.batch_size == batch
-                )
-                if pts:
-                    style = "--" if label.startswith("torch.nn") else "-"
-                    ax.plot(*zip(*pts, strict=True), style, marker="o", ms=3, label=label)
-            t = sorted({r.seq_len for r in rows})
-            if len(t) > 1:
-                lo = min(getattr(r, measure) for r in rows)
-                for power, name in ((1, "O(T)"), (2, "O(T²)")):
-                    ax.plot(t, [lo * (v / t[0]) ** power for v in t], ":", color="grey", lw=1)
-                    ax.annotate(name, (t[-1], lo * (t[-1] / t[0]) ** power), fontsize=8, color="grey")
-            ax.set(
-                xscale="log", yscale="log", xlabel="seq_len", ylabel=ylabel, title=f"{mode} (batch {batch})"
-            )
-            ax.grid(True, which="both", alpha=0.3)
-        axes[0][-1].legend(fontsize=7, loc="best")
-        fig.tight_layout()
-        path = out / fname
-        tmp = path.with_name(path.stem + ".tmp.png")
-        fig.savefig(tmp, dpi=110)
-        plt.close(fig)
-        os.replace(tmp, path)
-        written.append(path)
+    for measure, (prefix, _, modes) in _MEASURES.items():
+        for mode in modes:
+            if not any(r.mode == mode and getattr(r, measure) for r in records):
+                continue
+            with plot_style():
+                fig = _bench_figure(records, measure, mode)
+                name = f"{prefix}.png" if measure == "state_bytes" else f"{prefix}_{mode}.png"
+                written.append(save_figure(fig, out / name))
     return written
 
 

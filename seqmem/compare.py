@@ -35,7 +35,7 @@ from ._threads import threads as thread_limit
 from .executors import Executor, RayExecutor, make_executor
 from .network import ModelRef, size_for_budget
 from .plots import LOG_SCALE_METRICS, plot_results
-from .registry import ModelSpec, list_models, resolve_model, resolve_models
+from .registry import ModelSpec, list_models, model_names, model_spec, resolve_model, resolve_models
 from .results import RECORD_VERSION, RESULTS_FILE, WEIGHTS_DIR, append_record, read_results, sweep_lock
 from .runs import RunJob, RunSpec, execute_run, run_id
 from .summary import best_per_cell, summarize
@@ -273,6 +273,13 @@ def _check(*, task: str, models: Any, seq_lens: Any, seeds: Any, params: Any, lr
 
 
 # ------------------------------------------------------------------------------------------- plan
+def _variant_kwargs(spec: ModelSpec) -> dict[str, Any] | None:
+    """A spec's fixed arguments when it is not the registered model of its name (they enter the run id)."""
+    if spec.name in model_names() and model_spec(spec.name) is spec:
+        return None
+    return {k: v for k, v in sorted(spec.kwargs.items())} or None
+
+
 def _plan(sweep: _Sweep) -> list[RunJob]:
     """One `RunJob` per (model, seq_len, budget, lr, seed), in that nesting order; every network sized."""
     tasks = {T: get_task(sweep.task, seq_len=T, **sweep.task_kwargs) for T in sweep.seq_lens}
@@ -287,7 +294,7 @@ def _plan(sweep: _Sweep) -> list[RunJob]:
                             task=sweep.task, task_config=tasks[T].config(), model=m.name, seq_len=T, seed=seed,
                             steps=sweep.steps, params_budget=budget, batch_size=sweep.batch_size, lr=rate,
                             weight_decay=sweep.weight_decay, clip=sweep.clip, eval_batches=sweep.eval_batches,
-                            backend=sweep.backends[m.name], tbptt=sweep.tbptt,
+                            backend=sweep.backends[m.name], tbptt=sweep.tbptt, model_kwargs=_variant_kwargs(m),
                         )
                         jobs.append(RunJob(spec, width, m, sweep.task_kwargs, sweep.save_weights))
     return jobs

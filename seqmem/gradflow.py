@@ -232,11 +232,11 @@ def gradflow(
         result["models"][name] = entry
     result = _clean(result)
     if out is not None:
-        from .io import _atomic_write
+        from ._files import atomic_write_bytes
 
         folder = Path(out)
         text = json.dumps(result, indent=1, allow_nan=False) + "\n"
-        _atomic_write(folder / f"{GRADFLOW_FILE}.json", text.encode("utf-8"))
+        atomic_write_bytes(folder / f"{GRADFLOW_FILE}.json", text.encode("utf-8"))
         if plot:
             plot_gradflow(result, folder / f"{GRADFLOW_FILE}.png")
     return result
@@ -263,17 +263,28 @@ def plot_gradflow(result: dict[str, Any], path: str | os.PathLike[str]) -> Path 
     Returns:
         The path written, or `None` without matplotlib.
     """
-    from .plots import figure_class, save_figure
+    from .plots import figure_class
 
-    Figure = figure_class()
-    if Figure is None:
+    if figure_class() is None:
         return None
+    from .plotstyle import plot_style, save_figure
+
+    with plot_style():
+        return save_figure(_gradflow_figure(result), Path(path))
+
+
+def _gradflow_figure(result: dict[str, Any]) -> Any:
+    """The four panels of `plot_gradflow`, stacked at the page's width, legends beside them."""
+    from matplotlib.figure import Figure
+
+    from .plotstyle import FIGURE_WIDTH, model_style
+
     cfg = result["config"]
-    fig = Figure(figsize=(11, 7.5), dpi=110, layout="constrained")
-    (ax_h, ax_j), (ax_c, ax_r) = fig.subplots(2, 2)
-    bars: list[tuple[str, float]] = []
-    for i, (name, entry) in enumerate(result["models"].items()):
-        color = f"C{i % 10}"
+    fig = Figure(figsize=(FIGURE_WIDTH, 13.0))
+    ax_h, ax_j, ax_c, ax_r = fig.subplots(4, 1)
+    bars: list[tuple[str, str, float]] = []
+    for name, entry in result["models"].items():
+        color, marker = model_style(name)
         for phase, style in (("before", "--"), ("after", "-")):
             rep = entry.get(phase)
             if not rep:
@@ -287,26 +298,31 @@ def plot_gradflow(result: dict[str, Any], path: str | os.PathLike[str]) -> Path 
             if "jacobian_norm" in rep:
                 _log_line(ax_j, dist, rep["jacobian_norm"], label=label, **kw)
             if "forget_gate_product" in rep:
-                _log_line(ax_c, dist, rep["forget_gate_product"], label=f"{label}: prod f", marker=".",
-                          markersize=3, **kw)
+                _log_line(ax_c, dist, rep["forget_gate_product"], label=f"{label}: prod f", marker=marker,
+                          markevery=max(1, len(dist) // 10), **kw)
                 _log_line(ax_c, dist, rep["cell_jacobian_norm"], label=f"{label}: |dc_T/dc_t|", **kw)
             for gate, rho in (rep.get("spectral_radius") or {}).items():
-                bars.append((f"{name} {gate}\n{phase}", rho))
+                bars.append((f"{name} {gate}", phase, rho))
     ax_h.set(yscale="log", xlabel="t (position)", ylabel="||dL/dh_t||",
              title=f"task-loss gradient reaching each step ({cfg['task']}, T={cfg['seq_len']})")
     ax_j.set(yscale="log", xlabel="T - 1 - t (distance)", ylabel="||dh_{T-1}/dh_t||_2",
              title="state-to-state Jacobian product")
     ax_c.set(yscale="log", xlabel="T - 1 - t (distance)", ylabel="gain", title="LSTM cell path")
     if bars:
-        labels, values = zip(*bars, strict=True)
-        ax_r.bar(range(len(values)), values, color=["C7" if "before" in lab else "C2" for lab in labels])
-        ax_r.set_xticks(range(len(values)), labels, fontsize=7)
-        ax_r.axhline(1.0, color="gray", linestyle="--", linewidth=1)
-    ax_r.set(ylabel="spectral radius", title="recurrent matrix, per gate block")
-    for ax in (ax_h, ax_j, ax_c):
-        ax.grid(alpha=0.3, which="both")
+        groups = list(dict.fromkeys(g for g, _, _ in bars))
+        for k, (phase, color) in enumerate((("before", "#BBBBBB"), ("after", "#555555"))):
+            pts = [(groups.index(g), rho) for g, ph, rho in bars if ph == phase]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax_r.barh([y - 0.2 + 0.4 * k for y in xs], ys, height=0.4, color=color, label=phase)
+        ax_r.set_yticks(range(len(groups)), groups)
+        ax_r.invert_yaxis()
+        ax_r.axvline(1.0, color="gray", linestyle="--", linewidth=1)
+        ax_r.grid(axis="y", visible=False)
+    ax_r.set(xlabel="spectral radius", title="recurrent matrix, per gate block")
+    for ax in (ax_h, ax_j, ax_c, ax_r):
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.suptitle(f"gradient flow: {', '.join(result['models'])}, width {cfg['width']}, "
-                 f"{cfg['steps']} training steps (dashed: before, solid: after)")
-    return save_figure(fig, Path(path))
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.suptitle(f"gradient flow, width {cfg['width']}, {cfg['steps']} training steps\n"
+                 "(dashed: before training, solid: after)")
+    return fig

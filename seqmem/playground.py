@@ -135,10 +135,10 @@ def playground(
         for ex, i in zip(result["examples"], picks, strict=True):
             ex["confidence"][m.name] = confidence_trace(net, pool.x[i], int(pool.y[i]))
     if out is not None:
-        from .io import _atomic_write
+        from ._files import atomic_write_bytes
 
         folder = Path(out)
-        _atomic_write(folder / f"{PLAYGROUND_FILE}.json", (json.dumps(result, indent=1) + "\n").encode())
+        atomic_write_bytes(folder / f"{PLAYGROUND_FILE}.json", (json.dumps(result, indent=1) + "\n").encode())
         if plot:
             plot_playground(result, folder / f"{PLAYGROUND_FILE}.png")
     return result
@@ -154,29 +154,39 @@ def plot_playground(result: dict[str, Any], path: str | os.PathLike[str]) -> Pat
     Returns:
         The path written, or `None` without matplotlib.
     """
-    from .plots import figure_class, save_figure
+    from .plots import figure_class
 
-    Figure = figure_class()
-    if Figure is None:
+    if figure_class() is None:
         return None
+    from .plotstyle import plot_style, save_figure
+
+    with plot_style():
+        return save_figure(_playground_figure(result), Path(path))
+
+
+def _playground_figure(result: dict[str, Any]) -> Any:
+    """The panels of `plot_playground`, stacked at the page's width."""
+    from matplotlib.figure import Figure
+
+    from .plotstyle import FIGURE_WIDTH, line_style
+
     exs = result["examples"]
-    fig = Figure(figsize=(7.5, 2.6 * len(exs) + 0.6), dpi=110, layout="constrained")
+    fig = Figure(figsize=(FIGURE_WIDTH, 2.7 * len(exs) + 0.9))
     axes = fig.subplots(len(exs), 1, squeeze=False)[:, 0]
     for ax, ex in zip(axes, exs, strict=True):
         T = len(ex["tokens"])
-        for i, (m, probs) in enumerate(ex["confidence"].items()):
+        for m, probs in ex["confidence"].items():
             acc = result["models"][m]["accuracy"]
             shown = "n/a" if acc is None else f"{acc:.2f}"
-            ax.plot(range(T), probs, marker="o", markersize=3, color=f"C{i}",
-                    label=f"{m} (accuracy {shown})")
+            ax.plot(range(T), probs, label=f"{m} (accuracy {shown})", **line_style(m))
         ax.axhline(0.5, color="gray", linestyle="--", linewidth=1)
         ax.set_ylim(-0.02, 1.02)
-        ax.set_xticks(range(T), [str(t) for t in ex["tokens"]], fontsize=7)
+        ax.set_xticks(range(T), [str(t) for t in ex["tokens"]])
         ax.set_ylabel("P(true label)")
         kind = "last == first" if ex["label"] else "last != first"
-        ax.set_title(f"label {ex['label']} ({kind})", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.set_title(f"label {ex['label']} ({kind})")
     axes[-1].set_xlabel("input symbol (prefix read so far)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2)
     fig.suptitle(f"xor-echo, seq_len {result['config']['seq_len']}: confidence token by token")
-    return save_figure(fig, Path(path))
+    return fig

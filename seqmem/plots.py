@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ printed with significant digits rather than three decimals."""
 
 
 def save_figure(fig: Any, path: Path) -> Path:
-    """Write a matplotlib figure as PNG atomically (temporary file + `os.replace`).
+    """Write a matplotlib figure as PNG atomically, with the mode `open()` would give (`seqmem.plotstyle.save_figure`).
 
     Args:
         fig: a `matplotlib.figure.Figure`.
@@ -28,16 +27,9 @@ def save_figure(fig: Any, path: Path) -> Path:
     Returns:
         `path`.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from . import plotstyle
+
+    return plotstyle.save_figure(fig, path)
 
 
 def figure_class() -> Any:
@@ -62,9 +54,10 @@ def plot_results(records: Sequence[dict[str, Any]], path: str | os.PathLike[str]
     """Plot the metric against `seq_len`, one line per model: mean over seeds, a band for its 95% interval.
 
     With a learning-rate grid, each point is the best rate of its cell (`best_per_cell`); with
-    several budgets, each (model, budget) gets its own line. The PNG is written to a temporary file
-    beside `path` and moved into place (`os.replace`), so a reader never sees half a plot. Without
-    matplotlib, nothing is written and a note goes to stderr.
+    several budgets, each (model, budget) gets its own line (one dash pattern per budget). Each model
+    keeps its colour and marker (`seqmem.plotstyle.model_style`), and the figure is sized for the
+    docs' page at 11 pt. The PNG is written atomically (`seqmem.plotstyle.save_figure`), so a reader
+    never sees half a plot. Without matplotlib, nothing is written and a note goes to stderr.
 
     Args:
         records: records of one task (from `compare` or `read_results`).
@@ -73,29 +66,42 @@ def plot_results(records: Sequence[dict[str, Any]], path: str | os.PathLike[str]
     Returns:
         The path written, or `None` (no matplotlib, or no records).
     """
-    Figure = figure_class()
-    rows = best_per_cell(summarize(records))
-    if Figure is None or not rows:
+    if figure_class() is None:
         return None
-    path = Path(path)
+    rows = best_per_cell(summarize(records))
+    if not rows:
+        return None
+    from .plotstyle import plot_style
+
+    with plot_style():
+        return save_figure(_results_figure(records, rows), Path(path))
+
+
+def _results_figure(records: Sequence[dict[str, Any]], rows: list[dict[str, Any]]) -> Any:
+    """The figure of `plot_results`: the page's width, each model in its own colour and marker."""
+    from matplotlib.figure import Figure
+
+    from .plotstyle import FIGURE_WIDTH, model_style
+
     metric = rows[0]["metric"]
-    fig = Figure(figsize=(6.4, 4.2), dpi=120, layout="constrained")
+    fig = Figure(figsize=(FIGURE_WIDTH, 4.4), layout="constrained")
     ax = fig.add_subplot()
-    markers = "osD^vPX*"
     budgets = list(dict.fromkeys(r.get("params_budget") for r in rows))
     lines = list(dict.fromkeys((r["model"], r.get("params_budget")) for r in rows))
+    dashes = ["-", "--", ":", "-."]
     for i, (model, budget) in enumerate(lines):
         pts = sorted((r["seq_len"], r["mean"], *_band(r)) for r in rows
                      if (r["model"], r.get("params_budget")) == (model, budget) and r["mean"] is not None)
         if not pts:
             continue
         xs, means, lows, highs = zip(*pts, strict=True)
-        size = max(4.0, 10.0 - 1.5 * i)  # earlier lines drawn larger, so overlapping ones stay visible
+        color, marker = model_style(str(model))
+        size = max(4.0, 10.0 - 1.0 * i)  # earlier lines drawn larger, so overlapping ones stay visible
         label = model if len(budgets) == 1 else f"{model} ({budget} params)"
-        (line,) = ax.plot(xs, means, marker=markers[i % len(markers)], markersize=size,
-                          linewidth=max(1.0, 3.0 - 0.4 * i), label=label, zorder=2 + i)
+        ax.plot(xs, means, marker=marker, color=color, markersize=size, label=label, zorder=2 + i,
+                linestyle=dashes[budgets.index(budget) % len(dashes)])
         if any(lo != hi for lo, hi in zip(lows, highs, strict=True)):
-            ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
+            ax.fill_between(xs, lows, highs, color=color, alpha=0.2, linewidth=0)
     first = records[0]
     chance = first.get("chance")
     if chance is not None:
@@ -116,5 +122,5 @@ def plot_results(records: Sequence[dict[str, Any]], path: str | os.PathLike[str]
         f"{seeds} seed{'s' if seeds != 1 else ''}" + (f", best of {n_lrs} lrs" if n_lrs > 1 else "")
     )
     ax.grid(alpha=0.3)
-    ax.legend()
-    return save_figure(fig, path)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return fig

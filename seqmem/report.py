@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .plots import LOG_SCALE_METRICS, figure_class, plot_results, save_figure
+from ._files import atomic_write_bytes
+from .plots import LOG_SCALE_METRICS, figure_class, plot_results
 from .results import RESULTS_FILE, read_results
 from .summary import SOLVED, best_per_cell, summarize
 
@@ -185,34 +186,45 @@ def plot_metric_vs(records: Sequence[dict[str, Any]], path: str | os.PathLike[st
     """
     if x not in _X_AXES:
         raise ValueError(f"plot_metric_vs: x must be one of {list(_X_AXES)}, got {x!r}")
-    Figure = figure_class()
-    if Figure is not None:
-        from matplotlib.ticker import NullLocator
-    rows = [r for r in best_per_cell(summarize(records)) if r["mean"] is not None and r.get(x)]
-    if Figure is None or not rows:
+    if figure_class() is None:
         return None
+    rows = [r for r in best_per_cell(summarize(records)) if r["mean"] is not None and r.get(x)]
+    if not rows:
+        return None
+    from .plotstyle import plot_style, save_figure
+
+    with plot_style():
+        fig = _metric_vs_figure(records, rows, x)
+        return save_figure(fig, Path(path))
+
+
+def _metric_vs_figure(records: Sequence[dict[str, Any]], rows: list[dict[str, Any]], x: str) -> Any:
+    """The figure of `plot_metric_vs`: panels in two columns, the page's width, one legend on top."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullLocator
+
+    from .plotstyle import FIGURE_WIDTH, model_style
+
     seq_lens = sorted({r["seq_len"] for r in rows})
-    cols = min(4, len(seq_lens))
+    cols = min(2, len(seq_lens))
     n_rows = math.ceil(len(seq_lens) / cols)
-    fig = Figure(figsize=(3.4 * cols + 1.2, 3.0 * n_rows + 0.6), dpi=110, layout="constrained")
+    fig = Figure(figsize=(FIGURE_WIDTH, 1.2 + 2.9 * n_rows))
     axes = fig.subplots(n_rows, cols, squeeze=False, sharey=True)
     models = list(dict.fromkeys(r["model"] for r in rows))
-    markers = "osD^vPX*"
-    colors = [f"C{i}" for i in range(10)]
     chance = records[0].get("chance")
     for k, T in enumerate(seq_lens):
         ax = axes[k // cols][k % cols]
-        for i, model in enumerate(models):
+        for model in models:
             pts = sorted((r[x], r["mean"], r["min"], r["max"]) for r in rows
                          if r["seq_len"] == T and r["model"] == model)
             if not pts:
                 continue
             xs, ys, lo, hi = zip(*pts, strict=True)
             err = [[y - a for y, a in zip(ys, lo, strict=True)], [b - y for y, b in zip(ys, hi, strict=True)]]
-            ax.errorbar(xs, ys, yerr=err, marker=markers[i % len(markers)], color=colors[i % len(colors)],
-                        label=model if k == 0 else None, capsize=2, linewidth=1.5)
+            color, marker = model_style(model)
+            ax.errorbar(xs, ys, yerr=err, marker=marker, color=color, label=model if k == 0 else None, capsize=2)
         if chance is not None:
-            ax.axhline(chance, color="gray", linestyle="--", linewidth=1)
+            ax.axhline(chance, color="gray", linestyle="--", linewidth=1, label="chance" if k == 0 else None)
         if rows[0]["metric"] in LOG_SCALE_METRICS and all(r["min"] > 0 for r in rows):
             ax.set_yscale("log")
         ax.set_xscale("log")
@@ -220,22 +232,24 @@ def plot_metric_vs(records: Sequence[dict[str, Any]], path: str | os.PathLike[st
         lo, hi = ticks[0], ticks[-1]
         kept = [lo]
         for t in ticks[1:]:
-            if t >= 1.25 * kept[-1]:  # no overlapping labels
+            if t >= 3.5 * kept[-1]:  # no overlapping labels at 11 pt in a half-page panel
                 kept.append(t)
-        ticks = kept
         ax.set_xlim(lo / 1.6, hi * 1.6)
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticks(ticks, [format_bytes(v) if x == "state_bytes" else _short(v) for v in ticks],
-                      rotation=30, fontsize=7)
+        ax.set_xticks(kept, [format_bytes(v) if x == "state_bytes" else _short(v) for v in kept])
         ax.set_title(f"seq_len {T}")
-        ax.set_xlabel(_X_AXES[x])
-        ax.grid(alpha=0.3)
+        if k // cols == n_rows - 1 or k + cols >= len(seq_lens):
+            ax.set_xlabel(_X_AXES[x])
+        if k % cols == 0:
+            ax.set_ylabel(rows[0]["metric"].replace("_", " "))
     for k in range(len(seq_lens), n_rows * cols):
         axes[k // cols][k % cols].set_visible(False)
-    axes[0][0].set_ylabel(rows[0]["metric"].replace("_", " "))
-    fig.legend(loc="outside right upper")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: labels[i] == "chance")  # the models first
+    fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="outside lower center",
+               ncols=min(4, len(labels)))
     fig.suptitle(f"{records[0].get('task')}: {rows[0]['metric'].replace('_', ' ')} vs {_X_AXES[x]}")
-    return save_figure(fig, Path(path))
+    return fig
 
 
 def _settings(records: Sequence[dict[str, Any]]) -> list[str]:
@@ -311,7 +325,5 @@ def write_report(
                 if path is not None:
                     lines += [f"![{alt}]({os.path.relpath(path, dest)})", ""]
     report = dest / REPORT_FILE
-    from .io import _atomic_write
-
-    _atomic_write(report, ("\n".join(lines).rstrip() + "\n").encode("utf-8"))
+    atomic_write_bytes(report, ("\n".join(lines).rstrip() + "\n").encode("utf-8"))
     return report

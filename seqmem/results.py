@@ -92,6 +92,8 @@ def _problem(rec: Any) -> str | None:
     fields = {k: rec[k] for k in (*_FIELDS, "clip") if k not in ("id", "metric")}
     if rec.get("tbptt") is not None:
         fields["tbptt"] = rec["tbptt"]
+    if rec.get("model_kwargs") is not None:
+        fields["model_kwargs"] = rec["model_kwargs"]
     if run_id(fields) != rec["id"]:
         return f"its id {rec['id']} does not match its fields (edited by hand, or damaged)"
     return None

@@ -48,6 +48,9 @@ class RunSpec:
         tbptt: truncated BPTT chunk length, or `None` (full BPTT; then not part of the id, so the
             ids of sweeps recorded before the option existed stay valid).
         version: the record format (`RECORD_VERSION`).
+        model_kwargs: the fixed constructor arguments of a model that is not the registered one of
+            its name (an ad-hoc `ModelSpec("lstm-fb3", LSTM, kwargs={"forget_bias": 3.0})`), so two
+            variants never share an id; `None` for a registered model (not part of the id then).
     """
 
     task: str
@@ -65,9 +68,11 @@ class RunSpec:
     backend: str
     tbptt: int | None = None
     version: int = RECORD_VERSION
+    model_kwargs: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a dict, without `tbptt` when it is `None`: what the id hashes and records start with."""
+        """The fields as a dict, without `tbptt` and `model_kwargs` when they are `None`: what the id hashes
+        and records start with."""
         out = {
             "version": self.version,
             "task": self.task,
@@ -86,6 +91,8 @@ class RunSpec:
         }
         if self.tbptt is not None:
             out["tbptt"] = self.tbptt
+        if self.model_kwargs is not None:
+            out["model_kwargs"] = dict(self.model_kwargs)
         return out
 
     @property

@@ -1,4 +1,4 @@
-"""Shared test configuration: hypothesis profiles and a once-per-session numba warm-up.
+"""Shared test configuration: hypothesis profiles, one thread, and a once-per-session numba warm-up.
 
 Profiles: `dev` (default, fast), `ci` (loaded when the `CI` environment variable is set:
 derandomized so a CI failure replays), `nightly` (thousands of examples), and `nojit` (small,
@@ -9,10 +9,14 @@ for running the kernels as plain Python under `NUMBA_DISABLE_JIT=1`). Pick one w
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
+
+import seqmem
+import seqmem.testing
 
 _common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
 settings.register_profile("dev", max_examples=10, **_common)
@@ -27,16 +31,20 @@ _profile = os.environ.get("SEQMEM_HYPOTHESIS_PROFILE") or (
 )
 settings.load_profile(_profile)
 
-# tiny tensors: one thread is faster and stable on a shared 2-core machine
-torch.set_num_threads(1)
-
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"seqmem: hypothesis profile {settings._current_profile!r}, NUMBA_DISABLE_JIT={int(NO_JIT)}"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def warm_numba_kernels() -> None:
+def one_thread() -> Iterator[None]:
+    """Tiny tensors: one thread (torch, numba, BLAS) is faster and stable on a shared 2-core machine."""
+    with seqmem.testing.one_thread():
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_numba_kernels(one_thread: None) -> None:
     """Compile (or load from the cache) every numba kernel specialisation once, before any test runs,
     so that hypothesis deadlines and test durations measure the code, not the compiler."""
     import itertools

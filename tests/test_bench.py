@@ -52,8 +52,11 @@ def test_json_and_plots(records, tmp_path):
     again = [BenchRecord(**r) for r in json.loads(path.read_text())]
     assert again == records
     written = plot_bench(records, tmp_path)
-    assert {p.name for p in written} == {"bench_time.png", "bench_memory.png"}
-    assert all(p.stat().st_size > 0 for p in written)
+    assert [p.name for p in written] == [  # one figure per measurement and mode
+        "bench_time_forward.png", "bench_time_train.png", "bench_time_step.png",
+        "bench_memory_forward.png", "bench_memory_train.png", "bench_state.png",
+    ]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
 
 
 def test_bad_arguments_raise_before_measuring():

@@ -13,14 +13,6 @@ from seqmem.results import ResultsWarning, SkippedLine
 TINY = {"steps": 3, "params": 1500, "batch_size": 8, "eval_batches": 1}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_records_have_the_promised_fields():
     (rec,) = compare("xor-echo", ["gru"], [4], [0], **TINY)
     for key in ("id", "task", "model", "seq_len", "seed", "params", "steps", "accuracy", "loss", "wall_s",

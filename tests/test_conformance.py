@@ -50,6 +50,8 @@ MINIMAL = {
     "transformer": ModelConfig("transformer", d_model=2, n_heads=1, n_layers=1, mlp_ratio=1),
     "mamba": ModelConfig("mamba", d_model=1, d_state=1, d_conv=1, expand=1),
     "s4d": ModelConfig("s4d", d_model=1, d_state=1, d_conv=1, expand=1),
+    "mingru": ModelConfig("mingru", input_size=1, hidden_size=1),
+    "minlstm": ModelConfig("minlstm", input_size=1, hidden_size=1),
     "hawk": ModelConfig("hawk", d_model=1, n_layers=1, d_rnn=1, mlp_ratio=1, d_conv=1),
     "griffin": ModelConfig(
         "griffin", d_model=2, n_heads=1, n_layers=2, window=1, d_rnn=1, mlp_ratio=1, d_conv=1,
@@ -63,6 +65,8 @@ TYPICAL = {
     "transformer": ModelConfig("transformer", d_model=8, n_heads=2, n_layers=2),
     "mamba": ModelConfig("mamba", d_model=4, d_state=4, d_conv=4, expand=2),
     "s4d": ModelConfig("s4d", d_model=4, d_state=4, d_conv=4, expand=2),
+    "mingru": ModelConfig("mingru", input_size=3, hidden_size=5),
+    "minlstm": ModelConfig("minlstm", input_size=3, hidden_size=5),
     "hawk": ModelConfig("hawk", d_model=4, n_layers=2),
     "griffin": ModelConfig("griffin", d_model=8, n_heads=2, n_layers=3, window=4),  # 16 steps cross the window
 }
@@ -73,6 +77,8 @@ ODD = {
     "transformer": ModelConfig("transformer", d_model=6, n_heads=3, n_layers=1, bias=False, rope_base=10.0),
     "mamba": ModelConfig("mamba", d_model=5, d_state=3, d_conv=3, expand=1, dt_rank=2, bias=True),
     "s4d": ModelConfig("s4d", d_model=5, d_state=3, d_conv=2, expand=1, conv_bias=False),
+    "mingru": ModelConfig("mingru", input_size=7, hidden_size=3, bias=False),
+    "minlstm": ModelConfig("minlstm", input_size=7, hidden_size=3, bias=False),
     "hawk": ModelConfig("hawk", d_model=5, n_layers=2, d_rnn=3, mlp_ratio=2, d_conv=3, c=2.0, bias=False),
     "griffin": ModelConfig(
         "griffin", d_model=6, n_heads=3, n_layers=3, window=3, d_rnn=5, d_conv=2,
@@ -90,15 +96,6 @@ PARITY = [
     for backend in BACKENDS[name]
     if backend != "torch"
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _edge_cases(name: str, long: bool) -> list[tuple[ModelConfig, torch.Tensor]]:
@@ -201,13 +198,15 @@ def test_backend_parity(name, backend):
 @pytest.mark.parametrize(("name", "backend"), PAIRS)
 @pytest.mark.parametrize("dtype", [F64, F32], ids=["float64", "float32"])
 def test_check_sequence_model_passes(name, backend, dtype):
-    """The all-in-one check, as a user calls it, holds for the default-sized models (parity included)."""
+    """The all-in-one check, as a user calls it, holds for the default-sized models (parity and state size
+    included)."""
     model = TYPICAL[name].build(backend=backend)
-    report = check_sequence_model(model, dtype=dtype, seed=3)
+    report = check_sequence_model(model, dtype=dtype, seed=3, state_growth=GROWTH[name])
     assert report.passed
     expected = [
         "protocol",
         "shapes and dtypes",
+        "state shapes",
         "inputs unchanged",
         "gradients",
         "causality",
@@ -215,6 +214,7 @@ def test_check_sequence_model_passes(name, backend, dtype):
         "step == forward",
         "chunked streaming",
         "backend parity",
+        "state size",
     ]
     assert [r.name for r in report] == expected
     assert report.skipped == ([] if len(BACKENDS[name]) > 1 else ["backend parity"])

@@ -17,14 +17,6 @@ from seqmem.tasks import get_task
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_gradflow_command_writes_json_and_png_with_curves_of_the_right_length(tmp_path):
     T = 9
     res = runner.invoke(app, ["gradflow", "--model", "rnn,lstm", "--task", "xor-echo", "--seq-len", str(T),

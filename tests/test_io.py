@@ -15,14 +15,6 @@ from seqmem.tasks import get_task
 from seqmem.train import evaluate
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.mark.parametrize("model", seqmem.model_names())
 def test_save_then_load_gives_identical_outputs(tmp_path, model):
     torch.manual_seed(0)

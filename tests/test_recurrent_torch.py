@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 import seqmem
+from seqmem.testing import Tolerance
 
-F64 = {"rtol": 1e-10, "atol": 1e-12}
+F64 = Tolerance().kwargs(torch.float64)
 FAMILIES = {"rnn": (seqmem.RNN, nn.RNN, nn.RNNCell), "lstm": (seqmem.LSTM, nn.LSTM, nn.LSTMCell),
             "gru": (seqmem.GRU, nn.GRU, nn.GRUCell)}
 

@@ -23,6 +23,7 @@ from seqmem.cli import app
 from seqmem.compare import compare
 from seqmem.gradflow import gradflow
 from seqmem.network import SequenceNetwork, size_for_budget
+from seqmem.results import read_results
 from seqmem.tasks import get_task
 from seqmem.testing import check_sequence_model, model_configs
 
@@ -326,3 +327,14 @@ def test_every_builtin_spec_builds_a_conforming_model():
         assert isinstance(model, seqmem.SequenceModel) and model.output_size == 4
         assert type(model.initial_state(2)) is spec.state_type
         assert model.backends == spec.backends and spec.description and spec.color and spec.marker
+
+
+def test_two_variants_of_a_model_under_one_name_never_share_a_run(tmp_path):
+    fb3 = seqmem.ModelSpec("lstm-fb", seqmem.LSTM, kwargs={"forget_bias": 3.0})
+    fb5 = seqmem.ModelSpec("lstm-fb", seqmem.LSTM, kwargs={"forget_bias": 5.0})
+    tiny = {"steps": 2, "params": 2000, "eval_batches": 1, "out": tmp_path, "plot": False}
+    (a,) = compare("xor-echo", [fb3], [3], **tiny)
+    (b,) = compare("xor-echo", [fb5], [3], **tiny)
+    (c,) = compare("xor-echo", ["lstm"], [3], **tiny)
+    assert a["id"] != b["id"] and a["model_kwargs"] == {"forget_bias": 3.0} and "model_kwargs" not in c
+    assert [r["id"] for r in read_results(tmp_path)] == [a["id"], b["id"], c["id"]]

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from seqmem.cli import app
@@ -25,14 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = {"steps": 4, "params": 1500, "batch_size": 8, "eval_batches": 1}
 VOLATILE = {"wall_s", "cpu_s", "finished"}  # timings differ from run to run; nothing else may
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _stable(records):
@@ -289,10 +280,11 @@ def test_an_mse_is_printed_with_significant_digits_and_plotted_on_a_log_axis(mon
         r["mse"] = mse
     table = markdown_table(recs)
     assert "| rnn | 6 | 2.5e-05 |" in table and "| rnn | 12 | 0.16 |" in table
+    from seqmem import plotstyle
+
     figures = []
-    plots_mod = importlib.import_module("seqmem.plots")
-    for mod in (plots_mod, report_mod):
-        monkeypatch.setattr(mod, "save_figure", lambda fig, path: figures.append(fig) or path)
+    for mod, name in ((plotstyle, "save_figure"),):  # plots and report save through plotstyle
+        monkeypatch.setattr(mod, name, lambda fig, path: figures.append(fig) or path)
     compare_mod.plot_results(recs, tmp_path / "a.png")
     report_mod.plot_metric_vs(recs, tmp_path / "b.png", "params")
     assert [fig.axes[0].get_yscale() for fig in figures] == ["log", "log"]

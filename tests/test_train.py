@@ -10,18 +10,10 @@ import torch
 import seqmem
 from seqmem.network import SequenceNetwork, auto_heads, size_for_budget, width_multiple
 from seqmem.tasks import get_task
+from seqmem.testing import Tolerance, assert_close
 from seqmem.train import backward_loss, derive_seed, evaluate, lr_at, train
 
 MODELS = seqmem.model_names()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Networks this small train fastest on one thread (several threads on a busy machine: 25x slower)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +70,11 @@ def test_network_forward_equals_step(model):
     for t in range(7):
         out, st = net.step(x[:, t], st)
         outs.append(out)
-    torch.testing.assert_close(torch.stack(outs, 1), logits, rtol=1e-9, atol=1e-9)
+    assert_close("logits of net.step", logits, torch.stack(outs, 1), time_dim=1)
     # chunked streaming is exact
     a, s1 = net(x[:, :3])
     b, _ = net(x[:, 3:], s1)
-    torch.testing.assert_close(torch.cat([a, b], 1), logits, rtol=1e-9, atol=1e-9)
+    assert_close("logits of two chunks", logits, torch.cat([a, b], 1), time_dim=1)
 
 
 def test_network_real_inputs_and_errors():
@@ -243,7 +235,7 @@ def test_tbptt_cuts_the_gradient_at_chunk_boundaries(model):
     v_trunc, g_trunc = input_grad(K)
     assert g_full[:, :8].abs().amax() > 0  # full BPTT reaches back to the first input
     assert torch.equal(g_trunc[:, :8], torch.zeros_like(g_trunc[:, :8]))  # truncated: nothing before 8
-    torch.testing.assert_close(g_trunc[:, 8:], g_full[:, 8:], rtol=1e-10, atol=1e-12)  # within the chunk: exact
+    torch.testing.assert_close(g_trunc[:, 8:], g_full[:, 8:], **Tolerance().kwargs(torch.float64))  # within the chunk: exact
     assert v_trunc == pytest.approx(v_full, rel=1e-12)  # the forward pass (loss) is exact
 
     # every position scored: the truncated gradient is the sum of per-chunk losses, each from a detached state
@@ -261,7 +253,7 @@ def test_tbptt_cuts_the_gradient_at_chunk_boundaries(model):
         state = seqmem.map_state(state, torch.Tensor.detach)
     assert value == pytest.approx(ref, rel=1e-12)
     for name, p in net.named_parameters():
-        torch.testing.assert_close(grads[name], p.grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(grads[name], p.grad, **Tolerance().kwargs(torch.float64))
 
 
 def test_tbptt_for_a_last_target_task_trains_only_the_last_chunk():

@@ -7,7 +7,6 @@ cores), so the figures are rebuilt on every `mkdocs build` and always show what 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 
 import matplotlib
@@ -16,20 +15,21 @@ matplotlib.use("Agg")
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-COLORS = ["#3f51b5", "#e65100", "#2e7d32", "#c2185b", "#6d4c41", "#00838f", "#757575"]
+from seqmem.plotstyle import FIGURE_WIDTH, line_style, model_style, plot_style, png_bytes  # noqa: E402
+
+# For curves that are not models (spectral radii, forget biases, channels): a sequential palette, so
+# that an ordered parameter reads as an order; none of its colours is a model's (seqmem.plotstyle).
+SHADES = ["#440154", "#3B528B", "#21918C", "#5DC863", "#B5A100"]  # viridis, its yellow darkened
 
 
 def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
-def _figure(ncols: int, width: float = 5.0, height: float = 3.6) -> tuple[Figure, list]:
-    fig = Figure(figsize=(width * ncols, height), layout="constrained")
-    axes = [fig.add_subplot(1, ncols, k + 1) for k in range(ncols)]
-    for ax in axes:
-        ax.grid(alpha=0.3)
+def _figure(nrows: int, height: float = 3.4) -> tuple[Figure, list]:
+    """Panels stacked at the page's width: one column, so each panel is shown as large as the page allows."""
+    fig = Figure(figsize=(FIGURE_WIDTH, 0.3 + height * nrows))
+    axes = [fig.add_subplot(nrows, 1, k + 1) for k in range(nrows)]
     return fig, axes
 
 
@@ -57,17 +57,17 @@ def rnn_bptt() -> bytes:
     im = ax_h.imshow(y[0].T.numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
     ax_h.grid(False)
     ax_h.set(xlabel="time step t", ylabel="hidden unit", title="forward: $h_t$ (one sequence)")
-    fig.colorbar(im, ax=ax_h, shrink=0.8)
+    fig.colorbar(im, ax=ax_h, shrink=0.9, label="$h_{t,j}$")
     for k, radius in enumerate((0.7, 1.0, 1.5)):
         torch.manual_seed(0)
         rnn = seqmem.RNN(4, H).double()
         _scale_radius(rnn, radius)
         g = hidden_grad_norms(rnn, x.repeat(8, 1, 1) + 0.5 * torch.randn(8, T, 4, dtype=torch.float64),
                               reduction="mean")
-        ax_g.semilogy(range(T), g, color=COLORS[k], label=rf"$\rho(W_{{hh}})$ = {radius}")
+        ax_g.semilogy(range(T), g, color=SHADES[k + 1], label=rf"$\rho(W_{{hh}})$ = {radius}")
     ax_g.set(xlabel="time step t", ylabel=r"$\|\partial L / \partial h_t\|_2$",
              title=r"backward: BPTT error signal, $L = \sum_j h_{T,j}$")
-    ax_g.legend(fontsize=8)
+    ax_g.legend()
     return _png(fig)
 
 
@@ -87,13 +87,13 @@ def vanishing() -> bytes:
         rnn = seqmem.RNN(4, H).double()
         _scale_radius(rnn, radius)
         j = jacobian_norms(rnn, x, reduction="mean")
-        ax_j.semilogy(d, j, color=COLORS[k], label=rf"$\rho$ = {radius}")
+        ax_j.semilogy(d, j, color=SHADES[k], label=rf"$\rho$ = {radius}")
         if radius <= 1.0:
-            ax_j.semilogy(d, rnn_jacobian_bound(rnn, T), ":", color=COLORS[k], lw=1)
+            ax_j.semilogy(d, rnn_jacobian_bound(rnn, T), ":", color=SHADES[k], lw=1.4)
     ax_j.set_ylim(1e-12, 1e3)
     ax_j.set(xlabel="distance T - t", ylabel=r"$\|\partial h_T / \partial h_t\|_2$",
              title="Elman RNN (tanh), H = 24: Jacobian norm vs distance")
-    ax_j.legend(fontsize=8, ncol=2, title="dotted: bound $\\|W_{hh}\\|_2^{T-t}$", title_fontsize=7)
+    ax_j.legend(ncol=2, title="dotted: the bound $\\|W_{hh}\\|_2^{T-t}$")
 
     # The cliff (Pascanu et al. 2013, sec. 3): a one-unit RNN h_t = tanh(w h_{t-1} + b), read at T.
     # 400 values of w at once: 400 independent units, W_hh = diag(w), no input.
@@ -111,11 +111,11 @@ def vanishing() -> bytes:
     (grad,) = torch.autograd.grad(loss.sum(), rnn.weight_hh)
     g = grad.diagonal().abs().detach()
     tau = 1.0
-    ax_c.semilogy(w_grid, loss.detach().clamp_min(1e-12), color=COLORS[0], label="loss $L(w)$")
-    ax_c.semilogy(w_grid, g.clamp_min(1e-12), color=COLORS[1], label=r"$|\partial L / \partial w|$")
-    ax_c.semilogy(w_grid, g.clamp(1e-12, tau), "--", color=COLORS[2], label=rf"clipped at $\tau$ = {tau}")
+    ax_c.semilogy(w_grid, loss.detach().clamp_min(1e-12), color=SHADES[0], label="loss $L(w)$")
+    ax_c.semilogy(w_grid, g.clamp_min(1e-12), color=SHADES[3], label=r"$|\partial L / \partial w|$")
+    ax_c.semilogy(w_grid, g.clamp(1e-12, tau), "--", color=SHADES[4], label=rf"clipped at $\tau$ = {tau}")
     ax_c.set(xlabel="recurrent weight w", title=rf"the cliff: $h_t = \tanh(w h_{{t-1}} {b:+})$, T = {steps}")
-    ax_c.legend(fontsize=8)
+    ax_c.legend()
     return _png(fig)
 
 
@@ -134,15 +134,15 @@ def lstm_highway() -> bytes:
         torch.manual_seed(2)
         lstm = seqmem.LSTM(4, H, forget_bias=fb).double()
         p = forget_gate_products(lstm, x).mean(dim=(0, 2))
-        ax_f.semilogy(d, p, color=COLORS[k], label=f"forget_bias = {fb:g}")
+        ax_f.semilogy(d, p, color=SHADES[k], label=f"forget_bias = {fb:g}")
     torch.manual_seed(2)
     rnn = seqmem.RNN(4, H).double()
-    ax_f.semilogy(d, jacobian_norms(rnn, x, reduction="mean"), "--", color="gray",
+    ax_f.semilogy(d, jacobian_norms(rnn, x, reduction="mean"), "--", color=model_style("rnn")[0],
                   label=r"Elman RNN $\|\partial h_T/\partial h_t\|$")
     ax_f.set_ylim(1e-10, 2)
-    ax_f.set(xlabel="distance T - t", ylabel=r"$\prod_s f_s$, mean over units",
+    ax_f.set(xlabel="distance T - t", ylabel="forget-gate product,\nmean over units",
              title="the cell path at initialisation: $\\partial c_T/\\partial c_t$ = diag($\\prod f$)")
-    ax_f.legend(fontsize=8)
+    ax_f.legend(ncol=2)
 
     torch.manual_seed(2)
     lstm = seqmem.LSTM(4, H, forget_bias=1.0).double()
@@ -152,9 +152,9 @@ def lstm_highway() -> bytes:
         (jacobian_norms(lstm, x, field="h", reduction="mean"), r"full $\|\partial h_T/\partial h_t\|_2$"),
     ]
     for k, (curve, label) in enumerate(curves):
-        ax_j.semilogy(d, curve, color=COLORS[k + 4], label=label)
+        ax_j.semilogy(d, curve, color=SHADES[(0, 2, 3)[k]], label=label)
     ax_j.set(xlabel="distance T - t", title="LSTM (forget_bias = 1): cell path vs full Jacobian")
-    ax_j.legend(fontsize=8)
+    ax_j.legend()
     return _png(fig)
 
 
@@ -168,21 +168,22 @@ def gru_gradflow() -> bytes:
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(B, T, 4, generator=gen, dtype=torch.float64)
     d = distances(T)
-    fig, (ax,) = _figure(1, width=6.4)
+    fig, (ax,) = _figure(1, height=4.6)
     models = [
-        ("Elman RNN", lambda: seqmem.RNN(4, H), None),
-        ("GRU, reset_after=True (torch/cuDNN)", lambda: seqmem.GRU(4, H, reset_after=True), None),
-        ("GRU, reset_after=False (Cho et al.)", lambda: seqmem.GRU(4, H, reset_after=False), None),
-        ("LSTM, h block", lambda: seqmem.LSTM(4, H), "h"),
-        ("LSTM, c block", lambda: seqmem.LSTM(4, H), "c"),
+        ("Elman RNN", lambda: seqmem.RNN(4, H), None, "rnn", "-"),
+        ("GRU, reset_after=True (torch/cuDNN)", lambda: seqmem.GRU(4, H, reset_after=True), None, "gru", "-"),
+        ("GRU, reset_after=False (Cho et al.)", lambda: seqmem.GRU(4, H, reset_after=False), None, "gru", "--"),
+        ("LSTM, h block", lambda: seqmem.LSTM(4, H), "h", "lstm", "-"),
+        ("LSTM, c block", lambda: seqmem.LSTM(4, H), "c", "lstm", "--"),
     ]
-    for k, (label, make, field) in enumerate(models):
+    for label, make, field, family, style in models:
         torch.manual_seed(3)
         model = make().double()
-        ax.semilogy(d, jacobian_norms(model, x, field=field, reduction="mean"), color=COLORS[k], label=label)
-    ax.set(xlabel="distance T - t", ylabel=r"$\|\partial h_T / \partial h_t\|_2$ (mean over 4 sequences)",
+        ax.semilogy(d, jacobian_norms(model, x, field=field, reduction="mean"), style,
+                    color=model_style(family)[0], label=label)
+    ax.set(xlabel="distance T - t", ylabel=r"$\|\partial h_T / \partial h_t\|_2$, mean of 4",
            title=f"gradient flow at initialisation, H = {H} (torch.nn init)")
-    ax.legend(fontsize=8)
+    ax.legend()
     return _png(fig)
 
 
@@ -195,19 +196,18 @@ def attention() -> bytes:
     W = 32
     fig, (ax_s, ax_g) = _figure(2)
     ts = [8, 32, 128, 512]
-    for k, name in enumerate(seqmem.model_names()):
+    for name in seqmem.model_names():
         torch.manual_seed(4)
-        spec = seqmem.model_spec(name)
-        model = spec.build(W, W)
+        model = seqmem.model_spec(name).build(W, W)
         sizes = []
         with torch.no_grad():
             for t in ts:
                 _, state = model(torch.randn(1, t, W))
                 sizes.append(seqmem.state_nbytes(state))
-        ax_s.loglog(ts, sizes, marker="o", ms=3, color=spec.color or COLORS[k % len(COLORS)], label=name)
+        ax_s.loglog(ts, sizes, label=name, **line_style(name))
     ax_s.set(xlabel="tokens seen t", ylabel="state_nbytes(state) per sequence",
              title=f"memory carried between steps (width {W}, float32)")
-    ax_s.legend(fontsize=8)
+    ax_s.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
     T = 48
     gen = torch.Generator().manual_seed(4)
@@ -215,15 +215,15 @@ def attention() -> bytes:
     d = distances(T)
     torch.manual_seed(4)
     tf = seqmem.CausalTransformer(W, n_heads=4, n_layers=2).double()
-    ax_g.semilogy(d, attention_grad_by_distance(tf, x, reduction="mean"), color=COLORS[3],
+    ax_g.semilogy(d, attention_grad_by_distance(tf, x, reduction="mean"), color=model_style("transformer")[0],
                   label="transformer (2 layers)")
-    for k, name in ((0, "rnn"), (1, "lstm"), (2, "gru")):
+    for name in ("rnn", "lstm", "gru"):
         torch.manual_seed(4)
         model = seqmem.build(name, W, W).double()
-        ax_g.semilogy(d, input_jacobian_norms(model, x, reduction="mean"), color=COLORS[k], label=name)
+        ax_g.semilogy(d, input_jacobian_norms(model, x, reduction="mean"), color=model_style(name)[0], label=name)
     ax_g.set(xlabel="distance T - t", ylabel=r"$\|\partial y_T / \partial x_t\|_2$",
              title="how much of input $x_t$ reaches the last output (at init)")
-    ax_g.legend(fontsize=8)
+    ax_g.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _png(fig)
 
 
@@ -242,10 +242,10 @@ def ssm() -> bytes:
         lti = s4d.scan_inputs(x)
         kernel = lti_kernel(lti.delta[0, 0], lti.A, lti.B, lti.C, T)  # (d_inner, T)
     for k, ch in enumerate((0, 5, 11, 23)):
-        ax_k.plot(range(T), kernel[ch], color=COLORS[k], label=f"channel {ch}")
+        ax_k.plot(range(T), kernel[ch], color=SHADES[k], label=f"channel {ch}")
     ax_k.set(xlabel="lag k", ylabel=r"$K_k = \sum_n C_n \bar A_n^k \bar B_n$",
              title="s4d (LTI): one fixed convolution kernel per channel")
-    ax_k.legend(fontsize=8)
+    ax_k.legend(ncol=2)
 
     # The scan itself, on one channel with one state (A = -1), fed an input that is zero except for
     # three tokens: +1 at t = 8, a "reset" token (input 0) at t = 32, and -1 at t = 48.
@@ -263,23 +263,39 @@ def ssm() -> bytes:
     delta = torch.full((1, T, 1), 1e-3)
     delta[0, list(events)] = 8.0
     y_sel, _ = selective_scan(u, delta, A, 1.0 / delta, C.expand(1, T, 1))
-    ax_a.plot(range(T), y_lti[0, :, 0], color=COLORS[0], label=r"LTI: $\Delta = 0.1$, $B = 10$ at every step")
-    ax_a.plot(range(T), y_sel[0, :, 0], color=COLORS[1],
-              label=r"selective: $\Delta_t = 8$ at marked tokens, $10^{-3}$ elsewhere; $B_t = 1/\Delta_t$")
+    ax_a.plot(range(T), y_lti[0, :, 0], color=model_style("s4d")[0],
+              label=r"LTI (s4d): $\Delta = 0.1$, $B = 10$ at every step")
+    ax_a.plot(range(T), y_sel[0, :, 0], color=model_style("mamba")[0],
+              label="selective (mamba): $\\Delta_t = 8$ at marked tokens,\n"
+                    r"$10^{-3}$ elsewhere; $B_t = 1/\Delta_t$")
     for t in events:
         ax_a.axvline(t, color="gray", lw=0.8, ls=":")
     ax_a.set(xlabel="time step t", ylabel="$y_t = C h_t$ (one channel, $A = -1$)", ylim=(-1.3, 1.6),
              title="the scan: +1 at t = 8, reset at t = 32, -1 at t = 48")
-    ax_a.legend(fontsize=8, loc="upper right")
+    ax_a.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=1)
     return _png(fig)
 
 
+def _styled(make: Callable[[], bytes]) -> Callable[[], bytes]:
+    """`make`, drawn with seqmem's figure settings (`seqmem.plotstyle`)."""
+
+    def draw() -> bytes:
+        with plot_style():
+            return make()
+
+    draw.__doc__ = make.__doc__
+    return draw
+
+
 FIGURES: dict[str, Callable[[], bytes]] = {
-    "rnn_bptt.png": rnn_bptt,
-    "vanishing.png": vanishing,
-    "lstm_highway.png": lstm_highway,
-    "gru_gradflow.png": gru_gradflow,
-    "attention.png": attention,
-    "ssm.png": ssm,
+    name: _styled(make)
+    for name, make in {
+        "rnn_bptt.png": rnn_bptt,
+        "vanishing.png": vanishing,
+        "lstm_highway.png": lstm_highway,
+        "gru_gradflow.png": gru_gradflow,
+        "attention.png": attention,
+        "ssm.png": ssm,
+    }.items()
 }
 """File name under `figures/` -> function returning its PNG bytes."""

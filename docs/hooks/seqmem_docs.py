@@ -15,7 +15,8 @@ Markers (in the pages' Markdown; paths relative to `docs/`):
 
 | marker | renders |
 | --- | --- |
-| `<!-- seqmem:bench file=results/bench.json cmd="..." [mode=...] [show=...] -->` | bench tables |
+| `<!-- seqmem:summary [T=1024] [bench=...] [xor=...] [copy=...] [selective=...] -->` | one row per model |
+| `<!-- seqmem:bench file=results/bench.json cmd="..." [mode=...] [show=...] [collapsed=true] -->` | bench tables |
 | `<!-- seqmem:bench-plot file=results/bench.json -->` | `seqmem.bench.plot_bench` figures |
 | `<!-- seqmem:speedups file=results/bench.json -->` | numba vs torch, and vs torch.nn, per case |
 | `<!-- seqmem:targets file=results/targets.json cmd="..." -->` | `TargetRecord` table |
@@ -24,6 +25,7 @@ Markers (in the pages' Markdown; paths relative to `docs/`):
 | `<!-- seqmem:gradflow dir=results/claims/gradflow cmd="..." -->` | gradient decay table + plot |
 | `<!-- seqmem:cli -->` | every command and option of `seqmem.cli:app` |
 | `<!-- seqmem:param-table -->` | parameter counts of RNN/GRU/LSTM against the formulas |
+| `<!-- seqmem:output file=results/getting-started/compare.txt -->` | a command's committed output |
 | `<!-- seqmem:api-rest -->` | `::: seqmem.NAME` for every name of `seqmem.__all__` not yet on the page |
 
 The command shown beside a result is the marker's `cmd`, unless a sidecar file records the one that
@@ -98,11 +100,17 @@ def _add_generated(files: Files, config: Any, uri: str, content: bytes) -> None:
 
 @event_priority(100)  # before mkdocs-jupyter's on_files, which wraps the notebooks it includes
 def on_files(files: Files, config: Any) -> Files:
-    # The notebooks live at the repository root (`notebooks/*.py`, jupytext percent format).
+    # The notebooks live at the repository root (`notebooks/*.py`, jupytext percent format). Each is
+    # also offered for download as a Jupyter notebook, beside its page (mkdocs-jupyter's
+    # `include_source` copies the `.py` file there).
+    import jupytext
+
     for nb in sorted((ROOT / "notebooks").glob("*.py")):
         uri = f"notebooks/{nb.name}"
         if files.get_file_from_path(uri) is None:
             files.append(File(uri, str(ROOT), config.site_dir, config.use_directory_urls))
+        ipynb = jupytext.writes(jupytext.read(nb), fmt="ipynb")
+        _add_generated(files, config, f"notebooks/{nb.stem}/{nb.stem}.ipynb", ipynb.encode("utf-8"))
 
     import _figures
     import torch
@@ -124,6 +132,16 @@ def on_files(files: Files, config: Any) -> Files:
     return files
 
 
+BENCH_TABS = {  # `plot_bench`'s files, in the order it writes them -> the tab that shows each
+    "bench_time_forward": "time: forward",
+    "bench_time_train": "time: train",
+    "bench_time_step": "time: streaming step",
+    "bench_memory_forward": "memory: forward",
+    "bench_memory_train": "memory: train",
+    "bench_state": "state",
+}
+
+
 def _plot_results(files: Files, config: Any) -> None:
     """Plots of the committed results, through seqmem's own plotting functions."""
     results = DOCS / "results"
@@ -133,11 +151,13 @@ def _plot_results(files: Files, config: Any) -> None:
 
         records = [BenchRecord(**r) for r in _load_json_list(bench) if "mode" in r]
         with tempfile.TemporaryDirectory() as tmp:
+            tabs = []
             for path in plot_bench(records, tmp) if records else []:
                 uri = f"figures/{path.name}"
                 _add_generated(files, config, uri, path.read_bytes())
-                _generated.setdefault("bench", "")
-                _generated["bench"] += f"![{path.stem}](/{uri})\n\n"
+                tab = BENCH_TABS.get(path.stem, path.stem.removeprefix("bench_").replace("_", " "))
+                tabs.append(f'=== "{tab}"\n\n    ![{path.stem}](/{uri})\n')
+            _generated["bench"] = "\n".join(tabs)
     for jsonl in sorted(results.glob("**/results.jsonl")):
         rel = jsonl.parent.relative_to(results).as_posix()  # e.g. compare-xor-echo, claims/adding
         from seqmem.compare import plot_results, read_results
@@ -149,11 +169,16 @@ def _plot_results(files: Files, config: Any) -> None:
                 uri = f"figures/{name}.png"
                 _add_generated(files, config, uri, out.read_bytes())
                 _generated[f"compare:{rel}"] = f"![{name}](/{uri})\n"
-    for png in sorted(results.glob("**/gradflow.png")):
-        name = png.parent.relative_to(results).as_posix().replace("/", "-")
-        uri = f"figures/{name}-gradflow.png"
-        _add_generated(files, config, uri, png.read_bytes())
-        _generated[f"gradflow:{png.parent.relative_to(results).as_posix()}"] = f"![gradient flow](/{uri})\n"
+    for report in sorted(results.glob("**/gradflow.json")):
+        from seqmem.gradflow import plot_gradflow
+
+        rel = report.parent.relative_to(results).as_posix()
+        uri = f"figures/{rel.replace('/', '-')}-gradflow.png"
+        with tempfile.TemporaryDirectory() as tmp:
+            out = plot_gradflow(json.loads(report.read_text()), Path(tmp) / "gradflow.png")
+            if out is not None:
+                _add_generated(files, config, uri, out.read_bytes())
+                _generated[f"gradflow:{rel}"] = f"![gradient flow](/{uri})\n"
 
 
 # ------------------------------------------------------------------------------------------ markers
@@ -184,7 +209,22 @@ def _parse_args(text: str) -> dict[str, str]:
 
 def _command(args: dict[str, str], sidecar: Path) -> str:
     cmd = sidecar.read_text().strip() if sidecar.is_file() else args.get("cmd", "")
-    return f"```bash\n{cmd}\n```\n" if cmd else ""
+    return f"```bash\n{_shell_lines(cmd)}\n```\n" if cmd else ""
+
+
+def _shell_lines(cmd: str, width: int = 78) -> str:
+    """A long command on several lines, broken before its options with `\\` (it fits the column and
+    still pastes into a shell); one already broken by hand is left as it is."""
+    if len(cmd) <= width or "\n" in cmd:
+        return cmd
+    head, *options = re.split(r" (?=--?[A-Za-z])", cmd)
+    lines = [head]
+    for opt in options:
+        if len(lines[-1]) + 1 + len(opt) <= width - 2:
+            lines[-1] += " " + opt
+        else:
+            lines.append("    " + opt)
+    return " \\\n".join(lines)
 
 
 def _missing(what: str, rel: str, args: dict[str, str]) -> str:
@@ -286,6 +326,11 @@ def bench_marker(args: dict[str, str], **_: Any) -> str:
         if rows:
             out.append("**state**: `state_nbytes` of the state after T steps, whole batch\n")
             out.append(_grid(rows, "forward", lambda r: r["state_bytes"], _fmt_bytes))
+    if args.get("collapsed") == "true":  # the tables in a block the reader opens (pymdownx.details)
+        body = "\n".join(out[1:])
+        title = f"Every number of the benchmark ({len(records)} measurements)"
+        return out[0] + f'\n??? abstract "{title}"\n\n' + "".join(
+            f"    {line}\n" if line else "\n" for line in body.splitlines())
     return "\n".join(out)
 
 
@@ -380,6 +425,89 @@ def compare_marker(args: dict[str, str], **_: Any) -> str:
                       _table(["model", "params"] + [f"T = {t}" for t in seq_lens], body), plot])
 
 
+def _solved(rel: str) -> dict[str, str]:
+    """The longest seq_len each model solves in a committed sweep (`scripts/claims.py`'s rule), or `{}`."""
+    jsonl = DOCS / rel / "results.jsonl"
+    if not jsonl.is_file():
+        return {}
+    from seqmem.compare import read_results
+
+    claims = _claims_script()
+    records = read_results(jsonl)
+    seq_lens = sorted({r["seq_len"] for r in records})
+    models = list(dict.fromkeys(r["model"] for r in records))
+    sweep = claims.Sweep(rel, records[0]["task"], models, seq_lens, steps=records[0].get("steps", 0))
+    return claims.longest_solved(sweep, records, 0.01)
+
+
+def summary_marker(args: dict[str, str], **_: Any) -> str:
+    """One row per model: speed and state from the benchmark, memory from the sweeps, all measured."""
+    import seqmem
+    from seqmem.compare import best_per_cell, read_results, summarize
+
+    T = int(args.get("T", 1024))
+    bench_rel = args.get("bench", "results/bench.json")
+    records = [r for r in _load_json_list(DOCS / bench_rel) if "mode" in r] if (DOCS / bench_rel).is_file() else []
+
+    def fastest(model: str, mode: str) -> str:
+        rows = [r for r in records if r["model"] == model and r["mode"] == mode and r["seq_len"] == T]
+        if not rows:
+            return "-"
+        best = min(rows, key=lambda r: r["median_s"])
+        return f"{_fmt_seconds(best['median_s'])} ({best['backend']})"
+
+    def state(model: str) -> str:
+        rows = [r for r in records if r["model"] == model and r["mode"] == "step" and r["seq_len"] == T]
+        return _fmt_bytes(rows[0]["state_bytes"]) if rows and rows[0].get("state_bytes") is not None else "-"
+
+    xor = _solved(args.get("xor", "results/claims/xor-echo"))
+    copy = _solved(args.get("copy", "results/claims/copy"))
+    sel_rel = args.get("selective", "results/compare-selective-copy")
+    sel_file = DOCS / sel_rel / "results.jsonl"
+    sel_rows = best_per_cell(summarize(read_results(sel_file))) if sel_file.is_file() else []
+    sel_T = max((r["seq_len"] for r in sel_rows), default=None)
+    selective = {r["model"]: r["mean"] for r in sel_rows if r["seq_len"] == sel_T and r["mean"] is not None}
+
+    def short(text: str | None) -> str:  # ">= 160 (the longest tried)" -> "≥ 160"
+        if not text:
+            return "not run"
+        return text.split(" (")[0].replace(">= ", "≥ ")
+
+    body = []
+    for m in seqmem.model_names():
+        body.append([f"`{m}`", fastest(m, "train"), fastest(m, "step"), state(m), short(xor.get(m)),
+                     short(copy.get(m)), f"{selective[m]:.2f}" if m in selective else "not run"])
+    train_batch = next((r["batch_size"] for r in records if r["mode"] == "train"), "?")
+    header = [
+        "model",
+        f"train step, T = {T}",
+        f"streaming step, T = {T}",
+        f"state after {T} tokens",
+        "XOR-echo: longest solved",
+        "copy: longest solved",
+        f"selective copy, T = {sel_T}" if sel_T else "selective copy",
+    ]
+    widths = ", ".join(map(str, sorted({r["width"] for r in records}))) or "?"
+    sources = (
+        f"Train step: forward and backward of a batch of {train_batch}, width {widths}, the fastest of the "
+        f"model's backends (named); streaming step: one token, batch 1, after a stream of {T} "
+        f"(`docs/{bench_rel}`). Longest solved: accuracy above 95% at about 20k parameters "
+        f"(`docs/{args.get('xor', 'results/claims/xor-echo')}`, `docs/{args.get('copy', 'results/claims/copy')}`; "
+        f"≥ means the longest length tried). Selective copy: per-token accuracy at T = {sel_T}, chance 1/8 "
+        f"(`docs/{sel_rel}`). Every cell is read from the committed result files when the site is built."
+    )
+    return _table(header, body) + "\n" + sources + "\n"
+
+
+def output_marker(args: dict[str, str], **_: Any) -> str:
+    """What a command printed, from a committed text file, as a text block."""
+    rel = args.get("file", "")
+    path = DOCS / rel
+    if not path.is_file():
+        return _missing("output", rel, args)
+    return f"```text\n{path.read_text(encoding='utf-8').rstrip()}\n```\n"
+
+
 def param_table_marker(args: dict[str, str], **_: Any) -> str:
     import seqmem
 
@@ -458,11 +586,22 @@ def cli_marker(args: dict[str, str], **_: Any) -> str:
     return _click_doc(root, args.get("name", "seqmem"), None, level=2)
 
 
+CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)+?\1", re.S)
+
+
 def _clean(text: str | None) -> str:
-    """Help text as Markdown: no Rich markup, no click no-rewrap marks, `<` and `>` escaped."""
+    """Help text as Markdown: no Rich markup, no click no-rewrap marks, `<`, `>` and `&` escaped.
+
+    Only outside code spans: Markdown shows a code span's text as it is, so `&lt;` there would be
+    shown to the reader as `&lt;`.
+    """
     text = (text or "").replace("\b\n", "").strip()
     text = re.sub(r"\[/?(bold|italic|dim|red|green|blue|yellow|cyan|magenta|b|i)\]", "", text)
-    return html.escape(text, quote=False)
+    out, end = [], 0
+    for m in CODE_SPAN.finditer(text):
+        out += [html.escape(text[end : m.start()], quote=False), m.group(0)]
+        end = m.end()
+    return "".join(out) + html.escape(text[end:], quote=False)
 
 
 def _is_group(cmd: Any) -> bool:
@@ -549,6 +688,7 @@ def api_rest_marker(args: dict[str, str], markdown: str = "", **_: Any) -> str:
 
 
 MARKERS = {
+    "summary": summary_marker,
     "bench": bench_marker,
     "bench-plot": bench_plot_marker,
     "speedups": speedups_marker,
@@ -558,8 +698,98 @@ MARKERS = {
     "gradflow": gradflow_marker,
     "cli": cli_marker,
     "param-table": param_table_marker,
+    "output": output_marker,
     "api-rest": api_rest_marker,
 }
+
+
+# --------------------------------------------------------------------------------------------- HTML
+HEADING = re.compile(r'<h([1-6])\b[^>]*?\bid="([^"]+)"[^>]*>(.*?)</h\1>', re.S)
+ANCHOR_LINK = re.compile(r'<a class="(?:anchor-link|headerlink)"[^>]*>.*?</a>', re.S)
+IMG = re.compile(r"<img\b[^>]*>")
+A_OPEN_CLOSE = re.compile(r"<a\b|</a>")
+SRC = re.compile(r'\bsrc="([^"]+)"')
+DATA_PNG = re.compile(r'(<img\b[^>]*?\bsrc=")data:image/png;base64,([A-Za-z0-9+/=\s]+)"')
+
+
+def on_page_content(html_text: str, page: Any, config: Any, files: Files) -> str:
+    notebook = page.file.src_uri.startswith("notebooks/") and page.file.src_uri.endswith(".py")
+    if notebook:
+        _fix_notebook_toc(html_text, page.toc)
+        html_text = _extract_notebook_images(html_text, page, config)
+        title_end = html_text.find("</h1>")  # the links go under the notebook's title
+        cut = title_end + len("</h1>") if title_end >= 0 else 0
+        html_text = html_text[:cut] + _download_links(page) + html_text[cut:]
+    return _link_images(html_text)
+
+
+def _fix_notebook_toc(html_text: str, toc: Any) -> None:
+    """Point the table of contents of a notebook page at its headings' real ids.
+
+    mkdocs-jupyter builds a notebook's contents from a Markdown copy with the inline code removed, so
+    a heading that ends in code ("Token by token, with `step`") gets the id `token-by-token-with`
+    there, while the page's heading is `token-by-token-with-step`. Each contents entry that names no
+    heading of the page takes the first unused heading of its level whose id starts with its own,
+    and that heading's title.
+    """
+    headings = [(int(level), ident, ANCHOR_LINK.sub("", inner).strip())
+                for level, ident, inner in HEADING.findall(html_text)]
+    ids = {ident for _, ident, _ in headings}
+    used: set[str] = set()
+
+    def visit(items: Any) -> None:
+        for item in items:
+            if item.id not in ids:
+                match = next((h for h in headings if h[1] not in used and h[0] == item.level
+                              and h[1].startswith(item.id)), None)
+                if match is not None:
+                    item.id, item.title = match[1], match[2]
+            used.add(item.id)
+            visit(item.children)
+
+    visit(toc)
+
+
+def _extract_notebook_images(html_text: str, page: Any, config: Any) -> str:
+    """Write a notebook's inline PNG figures as files beside its page, so that each can be opened full size."""
+    import base64
+
+    folder = Path(config.site_dir) / Path(page.file.dest_uri).parent
+    count = 0
+
+    def to_file(match: re.Match[str]) -> str:
+        nonlocal count
+        count += 1
+        name = f"figure-{count}.png"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(base64.b64decode("".join(match.group(2).split())))
+        return f'{match.group(1)}{name}"'
+
+    return DATA_PNG.sub(to_file, html_text)
+
+
+def _download_links(page: Any) -> str:
+    stem = Path(page.file.src_uri).stem
+    return (f'<p class="seqmem-download">Download this notebook: <a href="{stem}.ipynb" download>'
+            f'<code>{stem}.ipynb</code></a> (Jupyter) or <a href="{stem}.py" download><code>{stem}.py</code></a> '
+            f'(its source, <a href="https://jupytext.readthedocs.io/">jupytext</a> percent format). '
+            f"It runs on a laptop CPU in under a minute.</p>\n")
+
+
+def _link_images(html_text: str) -> str:
+    """Wrap every image that is not already in a link in a link to its own file (the full-size figure)."""
+    out, end, depth = [], 0, 0
+    for m in IMG.finditer(html_text):
+        depth += sum(1 if t == "<a" else -1 for t in A_OPEN_CLOSE.findall(html_text, end, m.start()))
+        out.append(html_text[end : m.start()])
+        src = SRC.search(m.group(0))
+        if depth > 0 or src is None or src.group(1).startswith("data:"):
+            out.append(m.group(0))
+        else:
+            out.append(f'<a class="seqmem-figure" href="{src.group(1)}" title="Open the full-size figure">'
+                       f"{m.group(0)}</a>")
+        end = m.end()
+    return "".join(out) + html_text[end:]
 
 
 # ------------------------------------------------------------------------------------------- output
@@ -567,6 +797,48 @@ NB_MATHJAX = re.compile(r"<!-- Load mathjax -->.*?<!-- End of mathjax configurat
 NB_CDN_MODULE = re.compile(
     r'<script type="module">(?:(?!</script>).)*?cdnjs\.cloudflare\.com.*?</script>', re.S
 )
+
+
+TEX_INLINE = re.compile(r"\\\((.+?)\\\)|\\\[(.+?)\\\]|\$\$(.+?)\$\$|(?<![\\$\w])\$([^$\n]+?)\$(?![\w$])", re.S)
+TEX_SYMBOLS = {
+    "alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ", "Delta": "Δ", "epsilon": "ε", "eta": "η",
+    "theta": "θ", "lambda": "λ", "mu": "μ", "pi": "π", "rho": "ρ", "sigma": "σ", "Sigma": "Σ", "tau": "τ",
+    "phi": "φ", "varphi": "φ", "psi": "ψ", "omega": "ω", "partial": "∂", "nabla": "∇", "odot": "⊙",
+    "otimes": "⊗", "cdot": "·", "times": "×", "sum": "∑", "prod": "∏", "le": "≤", "leq": "≤", "ge": "≥",
+    "geq": "≥", "approx": "≈", "ne": "≠", "neq": "≠", "to": "→", "rightarrow": "→", "leftarrow": "←",
+    "infty": "∞", "in": "∈", "sqrt": "√", "|": "‖", "ldots": "…", "dots": "…", "cdots": "…", "top": "ᵀ",
+}
+
+
+def tex_to_text(tex: str) -> str:
+    """TeX as plain text for the search index: `\\tanh(W_{hh} h_{t-1})` -> `tanh(W_hh h_t-1)`."""
+    text = re.sub(r"\\(?:frac|tfrac|dfrac)\s*\{([^{}]*)\}\s*\{([^{}]*)\}", r"(\1)/(\2)", tex)
+    text = re.sub(r"\\(?:left|right|big|Big|bigg|Bigg)\b\s*", "", text)
+    text = re.sub(r"\\(?:begin|end)\{[^}]*\}", " ", text)
+    text = re.sub(r"\\(?:mathrm|text|textrm|textbf|mathbf|mathit|mathsf|mathtt|mathcal|operatorname|boldsymbol"
+                  r"|hat|bar|tilde|overline|widehat|widetilde|vec|dot)\b\s*", "", text)
+    text = re.sub(r"\\([_{}$%#])", r"\1", text)  # escaped characters
+    text = re.sub(r"\\([A-Za-z]+|\|)", lambda m: TEX_SYMBOLS.get(m.group(1), m.group(1)), text)
+    text = re.sub(r"\\[,;:! ]|&|\\\\", " ", text)
+    text = text.replace("{", "").replace("}", "")  # (after the escapes, a literal brace is lost too)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _strip_tex(text: str) -> str:
+    return TEX_INLINE.sub(lambda m: tex_to_text(next(g for g in m.groups() if g is not None)), text)
+
+
+def on_post_build(config: Any) -> None:
+    """Search snippets show the text of the math, not its TeX source (`\\(h_t\\)` -> `h_t`)."""
+    index = Path(config.site_dir) / "search" / "search_index.json"
+    if not index.is_file():
+        return
+    data = json.loads(index.read_text(encoding="utf-8"))
+    for doc in data.get("docs", []):
+        for key in ("title", "text"):
+            if isinstance(doc.get(key), str):
+                doc[key] = _strip_tex(doc[key])
+    index.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
 
 
 def on_post_page(output: str, page: Any, config: Any) -> str:

@@ -28,7 +28,10 @@ class GRU(RecurrentBase):
         backend: `"torch"` (reference) or `"numba"`.
 
     Attributes:
-        weight_ih: `(3H, I)`. weight_hh: `(3H, H)`. bias_ih, bias_hh: `(3H,)` or `None`.
+        weight_ih (Tensor): `(3H, I)` input weights, gate blocks `r, z, n` stacked as in `torch.nn.GRU`.
+        weight_hh (Tensor): `(3H, H)` recurrent weights, the same blocks.
+        bias_ih (Tensor | None): `(3H,)` input bias, or `None` without bias.
+        bias_hh (Tensor | None): `(3H,)` recurrent bias, or `None` without bias.
 
     Raises:
         ValueError: for a non-positive size or an unknown backend.

@@ -29,7 +29,7 @@ SPECS = (
         configs=_configs,
         kernel_variants=tuple({"reset_after": r, "bias": b} for r in (True, False) for b in (True, False)),
         color="#009E73",
-        marker="D",
+        marker="^",
         references="Cho et al. (2014); Chung et al. (2014)",
     ),
 )

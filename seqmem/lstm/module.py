@@ -31,8 +31,11 @@ class LSTM(RecurrentBase):
         backend: `"torch"` (reference) or `"numba"`.
 
     Attributes:
-        weight_ih: `(4H, I)`. weight_hh: `(4H, H)`. bias_ih, bias_hh: `(4H,)` or `None`.
-        weight_peephole: `(3, H)` or `None`.
+        weight_ih (Tensor): `(4H, I)` input weights, gate blocks `i, f, g, o` as in `torch.nn.LSTM`.
+        weight_hh (Tensor): `(4H, H)` recurrent weights, the same blocks.
+        bias_ih (Tensor | None): `(4H,)` input bias, or `None` without bias.
+        bias_hh (Tensor | None): `(4H,)` recurrent bias, or `None` without bias.
+        weight_peephole (Tensor | None): `(3, H)` peephole weights of the `i, f, o` gates, or `None`.
 
     Raises:
         ValueError: for a non-positive size or an unknown backend.

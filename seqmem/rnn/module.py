@@ -29,7 +29,10 @@ class RNN(RecurrentBase):
         backend: `"torch"` (reference) or `"numba"` (CPU kernels with a hand-written BPTT).
 
     Attributes:
-        weight_ih: `(H, I)`. weight_hh: `(H, H)`. bias_ih, bias_hh: `(H,)` or `None`.
+        weight_ih (Tensor): `(H, I)` input weights $W_{ih}$.
+        weight_hh (Tensor): `(H, H)` recurrent weights $W_{hh}$.
+        bias_ih (Tensor | None): `(H,)` input bias $b_{ih}$, or `None` without bias.
+        bias_hh (Tensor | None): `(H,)` recurrent bias $b_{hh}$, or `None` without bias.
 
     Raises:
         ValueError: for a non-positive size, or an unknown nonlinearity or backend.

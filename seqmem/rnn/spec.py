@@ -28,7 +28,7 @@ SPECS = (
         description="Elman RNN, h = tanh(W x + U h + b): one state vector, gradients vanish through time",
         configs=_configs,
         kernel_variants=tuple({"nonlinearity": n, "bias": b} for n in ("tanh", "relu") for b in (True, False)),
-        color="#E69F00",
+        color="#D55E00",
         marker="o",
         references="Elman (1990); Bengio et al. (1994); Pascanu et al. (2013)",
     ),

@@ -43,7 +43,7 @@ SPECS = (
         description="selective state-space model (Mamba, S6): input-dependent step size, B and C",
         configs=_configs(True),
         kernel_variants=({},),
-        color="#D55E00",
+        color="#E69F00",
         marker="v",
         references="Gu & Dao (2023)",
         **_COMMON,

@@ -80,7 +80,7 @@ SPECS = (
         default_layers=2,
         configs=_configs,
         color="#CC79A7",
-        marker="^",
+        marker="D",
         references="Vaswani et al. (2017); Su et al. (2021)",
     ),
 )

@@ -19,6 +19,8 @@ from seqmem.lstm.numba_scan import clear_step_cache, lstm_scan_numba, lstm_step_
 from seqmem.lstm.reference import lstm_cell, lstm_scan
 from seqmem.protocol import LSTMState
 
+from ..kernel_helpers import KERNEL_TOLERANCE
+
 NO_JIT = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
 MAX_B, MAX_T, MAX_H, MAX_I = (2, 5, 4, 3) if NO_JIT else (4, 40, 12, 7)
 LONG_T = 24 if NO_JIT else 1024
@@ -29,9 +31,7 @@ DTYPES = (torch.float64, torch.float32)
 
 def tolerances(dtype: torch.dtype, long: bool = False) -> dict[str, float]:
     """float64: tight; float32: a few ulp per step, growing with the length of the scan."""
-    if dtype == torch.float64:
-        return {"rtol": 1e-10, "atol": 1e-12}
-    return {"rtol": 2e-4, "atol": 2e-4} if long else {"rtol": 1e-4, "atol": 2e-5}
+    return KERNEL_TOLERANCE.replace(long_float32=(2e-4, 2e-4)).kwargs(dtype, long=long)
 
 
 def make(seed, B, T, I, H, *, bias=True, peephole=False, dtype=torch.float64, scale=1.0, state=True):

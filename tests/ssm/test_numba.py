@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from seqmem.ssm import numba_scan
 from seqmem.ssm.numba_scan import selective_scan_numba, selective_scan_step_numba
 from seqmem.ssm.reference import selective_scan, selective_scan_step
-from seqmem.testing import assert_close, seeds
+from seqmem.testing import Tolerance, assert_close, seeds
 
 NO_JIT = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
 MAX_LEN = 8 if NO_JIT else 40
@@ -30,9 +30,7 @@ NAMES = ("u", "delta", "A", "B", "C", "D", "initial_state")
 def tol(dtype: torch.dtype) -> dict[str, float]:
     """Tolerances of the comparisons with the reference loop (of the same dtype). In float32 they hold
     for 1024 steps too, well inside mamba_ssm's bound for long scans (rtol 6e-4, atol 2e-3)."""
-    if dtype == torch.float64:
-        return {"rtol": 1e-10, "atol": 1e-12}
-    return {"rtol": 1e-4, "atol": 1e-5}
+    return Tolerance().kwargs(dtype, long=False)
 
 
 def make_inputs(

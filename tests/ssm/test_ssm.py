@@ -14,8 +14,9 @@ import seqmem
 from seqmem import LSTMState, SelectiveSSM, SSMState
 from seqmem.ssm.module import ScanInputs
 from seqmem.ssm.reference import causal_conv, lti_kernel, selective_scan
+from seqmem.testing import Tolerance
 
-F64 = {"rtol": 1e-10, "atol": 1e-12}
+F64 = Tolerance().kwargs(torch.float64)
 
 # (d_model, d_state, d_conv, expand, batch, seq_len); sizes stay small so each example runs in ms
 configs = st.tuples(

@@ -13,6 +13,7 @@ import torch
 from seqmem.network import SequenceNetwork, size_for_budget
 from seqmem.registry import list_tasks
 from seqmem.tasks import get_task, task_names
+from seqmem.testing import Tolerance
 from seqmem.train import evaluate
 
 from .helpers import assert_seeded, gen, rebuilt
@@ -107,6 +108,6 @@ def test_a_network_sized_to_a_budget_reads_every_task(name, model):
         for t in range(task.seq_len):
             out, state = net.step(batch.x[:, t], state)
             steps.append(out)
-    torch.testing.assert_close(torch.stack(steps, dim=1), logits.detach(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.stack(steps, dim=1), logits.detach(), **Tolerance().kwargs(torch.float32))
     result = evaluate(net, task, n_batches=1, batch_size=16)
     assert result.metric_name == task.metric_name and math.isfinite(result.metric)

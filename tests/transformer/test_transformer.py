@@ -10,6 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import seqmem
+from seqmem.testing import Tolerance
 from seqmem.transformer.reference import (
     apply_rotary,
     attention_reference,
@@ -17,7 +18,7 @@ from seqmem.transformer.reference import (
     rotary_cos_sin,
 )
 
-TIGHT = {"rtol": 1e-10, "atol": 1e-12}  # float64
+TIGHT = Tolerance().kwargs(torch.float64)
 
 # (d_model, n_heads) pairs with an even head size
 heads_configs = st.sampled_from([(4, 1), (4, 2), (8, 2), (8, 4), (12, 3), (16, 4), (16, 2), (6, 1)])
