@@ -149,7 +149,8 @@ class _RecurrentBlock(nn.Module):
         xc = torch.cat([conv, rearrange(self.linear_x(x), "b t d -> b d t")], dim=-1)  # (B, D_rnn, K-1+T)
         new_conv = xc[..., xc.shape[-1] - (K - 1) :].clone()  # (B, D_rnn, K-1): the inputs the next call needs
         u = F.conv1d(xc, self.conv1d.weight, self.conv1d.bias, groups=xc.shape[1])  # (B, D_rnn, T), causal
-        y, h = self.rg_lru(rearrange(u, "b d t -> b t d"), h, scan)  # (B, T, D_rnn), (B, D_rnn)
+        u = rearrange(u, "b d t -> b t d").contiguous()  # (B, T, D_rnn): one copy for the gates and the scan
+        y, h = self.rg_lru(u, h, scan)  # (B, T, D_rnn), (B, D_rnn)
         return self.linear_out(y * gate), new_conv, h
 
     def step(self, x_t: Tensor, conv: Tensor, h: Tensor, step: ScanFn) -> tuple[Tensor, Tensor, Tensor]:

@@ -119,10 +119,10 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, window: int, n_cached: Tens
     q = F.pad(q, (0, 0, 0, pad))  # (B, H, nP, d): padded queries are dropped at the end
     k = F.pad(k, (0, 0, 0, pad))  # (B, C + nP, d): padded keys lie after every real query's window
     v = F.pad(v, (0, 0, 0, pad))
-    qb = rearrange(q, "b h (n p) d -> b h n p d", p=P)  # (B, H, n, P, d)
+    qb = rearrange(q * (1.0 / math.sqrt(d)), "b h (n p) d -> b h n p d", p=P)  # (B, H, n, P, d), scaled
     kb = k.unfold(1, P + C, P)  # (B, n, d, P + C): the keys of each block
     vb = v.unfold(1, P + C, P)  # (B, n, d, P + C)
-    scores = torch.einsum("bhnpd,bndk->bhnpk", qb, kb) / math.sqrt(d)  # (B, H, n, P, P + C)
+    scores = torch.einsum("bhnpd,bndk->bhnpk", qb, kb)  # (B, H, n, P, P + C)
     p = torch.arange(P, device=q.device)[:, None]  # (P, 1) query in its block
     kk = torch.arange(P + C, device=q.device)[None, :]  # (1, P + C) key in its block
     band = (kk >= p) & (kk <= p + C)  # (P, P + C): key position in [query - window, query]
