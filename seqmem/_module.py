@@ -6,13 +6,24 @@ receive inputs already checked, so the equations stay free of validation code.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.util
+from types import ModuleType
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SequenceModule", "check_choice"]
+__all__ = ["SequenceModule", "check_choice", "fused_kernels"]
+
+
+@functools.cache
+def fused_kernels(package: str) -> ModuleType:
+    """A family's fused streaming kernels, `<package>.numba_stream`, imported on first use (so that
+    `import seqmem` imports no numba) and then found in one cached call (per step, an `import`
+    statement would cost more than the lookup)."""
+    return importlib.import_module(".numba_stream", package)
 
 
 def check_choice(what: str, value: Any, choices: tuple[str, ...] | list[str], where: str = "") -> str:
@@ -121,6 +132,49 @@ class SequenceModule(nn.Module):
         self._check_input(x_t, rank=2)
         state = self._check_state(state, x_t)
         return self._step(x_t, state)
+
+    def stream(self, batch_size: int = 1) -> Any:
+        """Open a stream: push one input at a time, the state kept between calls (inference only).
+
+        On the `"numba"` backend each `push` is one compiled call that reads the parameters in
+        place (no tensor allocated, no autograd); otherwise it runs `step` under `torch.no_grad()`.
+        Either way the outputs equal `step`'s. Weight updates are seen at the next push. Give each
+        thread its own stream. See `seqmem.stream.Stream`.
+
+        Args:
+            batch_size: number of sequences streamed side by side.
+
+        Returns:
+            A `seqmem.stream.Stream`: `push(x_t)` with `x_t` `(batch_size, input_size)` returns
+            `(batch_size, output_size)`; `push_many(x)` with `x` `(batch_size, seq_len, input_size)`
+            returns `(batch_size, seq_len, output_size)`; `state` (a copy, this model's state
+            type) and `reset(state=None)`.
+
+        Raises:
+            ValueError: if `batch_size` is not a positive int.
+
+        Example:
+            >>> import torch, seqmem
+            >>> gru = seqmem.GRU(4, 16, backend="numba")
+            >>> stream = gru.stream()
+            >>> y_t = stream.push(torch.randn(1, 4))
+            >>> y_t.shape, stream.fused
+            (torch.Size([1, 16]), True)
+        """
+        from .stream import open_stream
+
+        return open_stream(self, batch_size)
+
+    def _stream_layer(self) -> Any:
+        """The `seqmem._stream_table.LayerKernel` of this model on its fused streaming kernel, or
+        `None` when there is none (the default; families with a kernel override this)."""
+        return None
+
+    def _stream_fallback(self, batch_size: int) -> Any:
+        """The stream used without a fused kernel: `step` under `torch.no_grad()` (overridable)."""
+        from .stream import _StepStream
+
+        return _StepStream(self, batch_size)
 
     def _forward(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:
         raise NotImplementedError

@@ -12,6 +12,11 @@ from torch import Tensor, nn
 from ._module import SequenceModule, _check_positive_int
 
 
+def needs_grad(*tensors: Tensor | None) -> bool:
+    """Whether autograd records an operation on these tensors (grad mode on and one requires grad)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 class RecurrentBase(SequenceModule):
     """Parameters `weight_ih (G*H, I)`, `weight_hh (G*H, H)`, `bias_ih (G*H)`, `bias_hh (G*H)`, laid
     out as in `torch.nn` (G gates stacked along the first axis), initialised as `torch.nn` does:

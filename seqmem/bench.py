@@ -20,6 +20,7 @@ Speed goals are reported here, never asserted in tests: timings depend on the ma
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -27,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,7 +47,9 @@ __all__ = [
     "TargetRecord",
     "bench",
     "compare_baselines",
+    "onnx_goals",
     "plot_bench",
+    "stream_goals",
     "write_json",
 ]
 
@@ -389,6 +393,8 @@ def compare_baselines(num_threads: int = 1, repeats: int = 7, quick: bool = Fals
     | `import seqmem` (fresh process), seconds, numba not imported | < 1 s |
     | a second process's first numba call (cache), seconds | < 0.5 s |
 
+    and the streaming and ONNX Runtime goals of `stream_goals` and `onnx_goals` (appended).
+
     Args:
         num_threads: torch, numba and BLAS threads.
         repeats: timed runs per measurement (median).
@@ -508,6 +514,141 @@ def compare_baselines(num_threads: int = 1, repeats: int = 7, quick: bool = Fals
             "seconds, goal < 0.5 s",
         )
     )
+    results += stream_goals(num_threads=num_threads, repeats=repeats, quick=quick)
+    results += onnx_goals(num_threads=num_threads, repeats=repeats, quick=quick)
+    return results
+
+
+def _ratio_record(name: str, ours: float, base: float, goal: float, note: str = "") -> TargetRecord:
+    speedup = base / ours
+    return TargetRecord(name, ours, base, speedup, goal, speedup >= goal, note)
+
+
+def _stream_time(stream: Any, x_t: torch.Tensor, n_steps: int, repeats: int) -> float:
+    """Median seconds per `push` over runs of `n_steps` tokens."""
+    return _step_time(lambda s: stream.push(x_t), None, n_steps, repeats)
+
+
+def stream_goals(num_threads: int = 1, repeats: int = 7, quick: bool = False) -> list[TargetRecord]:
+    """Per-token latency of streams (`model.stream`, `SequenceNetwork.stream`), batch 1, in one run.
+
+    | case | baseline | goal |
+    | --- | --- | --- |
+    | LSTM and GRU stream, H=64 (numba) | `torch.nn.LSTMCell`/`GRUCell` per token | >= 8 |
+    | mamba block stream, d_model=64 (numba) | the block's `step` on the torch backend | >= 8 |
+    | every family's network stream, width 64, token inputs | `SequenceNetwork.step` on torch | >= 1 |
+
+    The recurrences' goal is also `<= 3 us` per token per layer (the note gives the time).
+    Networks use each family's default depth; the numba backend where the family has it (the
+    transformer streams with its KV cache on torch).
+
+    Args:
+        num_threads: torch, numba and BLAS threads.
+        repeats: timed runs per measurement (median).
+        quick: smaller sizes and shorter streams (smoke tests; not the goals' cases).
+
+    Returns:
+        One `TargetRecord` per case.
+    """
+    from .network import SequenceNetwork
+
+    H = 16 if quick else 64
+    n = 50 if quick else 500
+    results: list[TargetRecord] = []
+    gen = torch.Generator().manual_seed(0)
+    with threads(num_threads), torch.no_grad():
+        x = torch.randn(1, H, generator=gen)
+        for name in ("lstm", "gru"):
+            stream = _build_model(name, H, "numba").stream(1)
+            cell = _torch_twin(name, cell=True)(H, H)
+            t_ours = _stream_time(stream, x, n, repeats)
+            t_cell = _step_time(lambda s, c=cell: c(x, s), None, n, repeats)
+            results.append(_ratio_record(
+                f"stream B=1 H={H}: {name} numba vs torch.nn.{type(cell).__name__}", t_ours, t_cell, 8.0,
+                f"{t_ours * 1e6:.2f} us per token per layer (goal <= 3 us)",
+            ))  # fmt: skip
+        block = _build_model("mamba", H, "numba")
+        reference = _build_model("mamba", H, "torch")
+        reference.load_state_dict(block.state_dict())
+        t_ours = _stream_time(block.stream(1), x, n, repeats)
+        t_ref = _step_time(lambda s: reference.step(x, s)[1], reference.initial_state(1), max(10, n // 10), repeats)
+        results.append(_ratio_record(f"stream B=1 d_model={H}: mamba block numba vs its torch step", t_ours, t_ref, 8))
+        vocab = 64
+        tok = torch.tensor([7])
+        for name in [spec.name for spec in list_models()]:
+            net = SequenceNetwork(name, H, vocab_size=vocab, output_size=vocab)
+            fast = copy.deepcopy(net)  # the same weights, on the numba backend where the family has it
+            for layer in fast.modules():
+                if "numba" in getattr(layer, "backends", ()):
+                    layer.backend = "numba"
+            stream = fast.stream(1)
+            t_ours = _stream_time(stream, tok, n, repeats)
+            t_step = _step_time(lambda s, m=net: m.step(tok, s)[1], None, max(10, n // 5), repeats)
+            how = "fused numba" if stream.fused else "torch"
+            results.append(_ratio_record(
+                f"network stream B=1 W={H}: {name} ({net.n_layers} layers, {how}) vs SequenceNetwork.step (torch)",
+                t_ours, t_step, 1.0, f"{t_ours * 1e6:.1f} us per token, {t_ours * 1e6 / net.n_layers:.1f} per layer",
+            ))  # fmt: skip
+    return results
+
+
+def onnx_goals(num_threads: int = 1, repeats: int = 7, quick: bool = False) -> list[TargetRecord]:
+    """seqmem against ONNX Runtime's LSTM and GRU operators (extra `seqmem[bench]`), in one run.
+
+    | case | goal |
+    | --- | --- |
+    | LSTM and GRU stream, B=1, H=64, vs the ONNX op called once per token | >= 4 |
+    | LSTM forward, B=1, T=1000, H=64, numba vs the ONNX op | >= 1 |
+    | LSTM and GRU forward, B=32, T=256, H=128, numba vs the ONNX op | >= 1 |
+
+    The ONNX graphs carry the same weights as seqmem's models (gates reordered), and the note gives
+    the largest output difference. Without `onnx` and `onnxruntime` nothing is measured: a warning
+    says so and the list is empty.
+
+    Args:
+        num_threads: torch, numba, BLAS and ONNX Runtime intra-op threads.
+        repeats: timed runs per measurement (median).
+        quick: smaller sizes (smoke tests; not the goals' cases).
+
+    Returns:
+        One `TargetRecord` per case (none without ONNX Runtime).
+    """
+    from ._onnx import OnnxRecurrent, onnx_missing
+
+    missing = onnx_missing()
+    if missing:
+        warnings.warn(f"ONNX Runtime baselines skipped: {missing}", stacklevel=2)
+        return []
+    H_small, T_long = (16, 100) if quick else (64, 1000)
+    B_big, T_big, H_big = (4, 32, 32) if quick else (32, 256, 128)
+    n = 50 if quick else 500
+    results: list[TargetRecord] = []
+    gen = torch.Generator().manual_seed(0)
+    with threads(num_threads), torch.no_grad():
+        for name in ("lstm", "gru"):
+            ours = _build_model(name, H_small, "numba")
+            onnx = OnnxRecurrent(ours.to_torch(), num_threads)
+            x = torch.randn(1, H_small, generator=gen)
+            x_np = x[None].numpy()  # (1, 1, H): one token, sequence first
+            t_ours = _stream_time(ours.stream(1), x, n, repeats)
+            t_onnx = _step_time(lambda s, o=onnx, x1=x_np: o.step(x1, s), onnx.initial_state(1), n, repeats)
+            diff = onnx.max_abs_diff(ours.to_torch(), torch.randn(1, 8, H_small, generator=gen))
+            results.append(_ratio_record(
+                f"stream B=1 H={H_small}: {name} numba vs ONNX Runtime {name.upper()} op per token",
+                t_ours, t_onnx, 4.0, f"ONNX vs torch.nn max |diff| {diff:.1e}",
+            ))  # fmt: skip
+        cases = [("lstm", 1, T_long, H_small)] + [(name, B_big, T_big, H_big) for name in ("lstm", "gru")]
+        for name, B, T, H in cases:
+            ours = _build_model(name, H, "numba")
+            onnx = OnnxRecurrent(ours.to_torch(), num_threads)
+            x = torch.randn(B, T, H, generator=gen)
+            x_np = x.transpose(0, 1).contiguous().numpy()  # (T, B, H)
+            results.append(_ratio_record(
+                f"forward B={B} T={T} H={H}: {name} numba vs ONNX Runtime {name.upper()} op",
+                _median_time(lambda m=ours, xs=x: m(xs), repeats),
+                _median_time(lambda o=onnx, xs=x_np: o.run(xs), repeats),
+                1.0,
+            ))  # fmt: skip
     return results
 
 

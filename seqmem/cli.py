@@ -701,6 +701,59 @@ def bench_command(
             _stderr.print("plots: " + ", ".join(map(str, paths)), highlight=False)
 
 
+@app.command("generate")
+def generate_command(
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(
+            help="A network saved by `seqmem compare --task text --save-weights`: its .safetensors, .json or stem."
+        ),
+    ],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="The text to continue (at least one character).")],
+    tokens: Annotated[int, typer.Option("--tokens", "-n", min=0, help="Characters to generate.")] = 200,
+    temperature: Annotated[
+        float, typer.Option(min=0.0, help="Sampling temperature: below 1 sharper, above 1 flatter; 0 is greedy.")
+    ] = 0.8,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", min=1, help="Sample among the k most likely characters only.")
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the sampling.")] = 0,
+) -> None:
+    """Sample text from a character-level language model, one token per stream push; print the text and tokens/s.
+
+    The layers that have a numba backend stream on it (one compiled call per token for the whole
+    network). The text goes to stdout, the speed to stderr.
+
+    Example: seqmem generate runs/text/weights/<id>.safetensors --prompt "The " --tokens 200 --top-k 10
+    """
+    import sys
+
+    from .generate import generate, load_char_lm
+
+    try:
+        net, task = load_char_lm(checkpoint)
+    except (FileNotFoundError, ValueError) as e:
+        raise _fail(str(e)) from None
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    write(prompt)
+    try:
+        result = generate(net, task, prompt, tokens, temperature=temperature, top_k=top_k, seed=seed, on_text=write)
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    write("\n")
+    how = "fused numba stream" if result.fused else "torch stream"
+    _stderr.print(
+        f"{result.tokens} tokens in {result.seconds:.3f} s: {result.tokens_per_second:,.0f} tokens/s "
+        f"({net.model}, {net.num_parameters():,} parameters, {how})",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 @app.command("list")
 def list_command() -> None:
     """List the models and tasks, with one line each."""
@@ -718,6 +771,29 @@ def list_command() -> None:
         tasks.add_row(task_spec.name, task_spec.description)
     console.print(models)
     console.print(tasks)
+
+
+@app.command("warmup")
+def warmup_command(
+    models: Annotated[
+        str | None,
+        typer.Option("--models", "-m", help="Comma-separated models (default: every model with a numba backend)."),
+    ] = None,
+    dtypes: Annotated[str, typer.Option(help="Comma-separated dtypes: float32, float64.")] = "float32,float64",
+) -> None:
+    """Compile the numba kernels ahead of time (once per machine; later processes load them from the cache).
+
+    Example: seqmem warmup --models lstm,mamba --dtypes float32
+    """
+    from ._warmup import numba_models, warmup
+
+    model_list = _names(models, "--models", numba_models()) if models is not None else None
+    dtype_list = _names(dtypes, "--dtypes", ["float32", "float64"])
+    with _stderr.status("compiling numba kernels") as status:
+        records = warmup(model_list, dtype_list, progress=lambda d: status.update(f"compiling numba kernels: {d}"))
+    for r in records:
+        done = f"compiled {r.compiled} kernels" if r.compiled else "loaded from the cache"
+        typer.echo(f"{r.model:<8} {r.dtype:<8} {r.seconds:6.1f} s  {done}")
 
 
 def _version(value: bool) -> None:

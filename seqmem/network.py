@@ -344,6 +344,41 @@ class SequenceNetwork(nn.Module):
             new_state.append(s)
         return self.head(self.norm(h)), tuple(new_state)  # (B, O)
 
+    def stream(self, batch_size: int = 1) -> Any:
+        """Open a stream through the whole network: one token in, its logits out (inference only).
+
+        When every layer has a fused kernel (the `"numba"` backend of rnn, lstm, gru, mamba and
+        s4d), each `push` is one compiled call for the embedding row, every layer (with its
+        pre-norm and residual), the final LayerNorm and the head, over buffers the stream owns;
+        otherwise torch runs around the layers' own streams. The outputs equal `step`'s; weight
+        updates are seen at the next push. Give each thread its own stream. See
+        `seqmem.stream.Stream`.
+
+        Args:
+            batch_size: number of sequences streamed side by side.
+
+        Returns:
+            A `seqmem.stream.Stream`: `push(x_t)` with `x_t` `(batch_size,)` int tokens or
+            `(batch_size, input_size)` features returns `(batch_size, output_size)` logits;
+            `push_many(x)` takes `(batch_size, seq_len)` or `(batch_size, seq_len, input_size)`;
+            `state` is a tuple with one state per layer, as `step` returns.
+
+        Raises:
+            ValueError: if `batch_size` is not a positive int.
+
+        Example:
+            >>> import torch
+            >>> from seqmem.network import SequenceNetwork
+            >>> net = SequenceNetwork("lstm", width=16, vocab_size=5, output_size=5, backend="numba")
+            >>> stream = net.stream()
+            >>> logits = stream.push(torch.tensor([3]))
+            >>> logits.shape, stream.fused
+            (torch.Size([1, 5]), True)
+        """
+        from .stream import open_network_stream
+
+        return open_network_stream(self, batch_size)
+
     def state_bytes(self, x: Tensor) -> int:
         """Bytes of state the network carries per sequence after reading `x` (KV caches grow with it).
 

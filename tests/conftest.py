@@ -12,7 +12,6 @@ import os
 from collections.abc import Iterator
 
 import pytest
-import torch
 from hypothesis import HealthCheck, settings
 
 import seqmem
@@ -47,19 +46,6 @@ def one_thread() -> Iterator[None]:
 def warm_numba_kernels(one_thread: None) -> None:
     """Compile (or load from the cache) every numba kernel specialisation once, before any test runs,
     so that hypothesis deadlines and test durations measure the code, not the compiler."""
-    import itertools
+    from seqmem._warmup import warmup
 
-    import seqmem
-
-    variants = [spec.build(spec.step() * 4, spec.step() * 4, **kwargs)
-                for spec in seqmem.list_models() if "numba" in spec.backends for kwargs in spec.kernel_variants]
-    for model, dtype in itertools.product(variants, (torch.float32, torch.float64)):
-        model = model.to(dtype)
-        model.backend = "numba"
-        x = torch.randn(2, 3, model.input_size, dtype=dtype, requires_grad=True)
-        y, state = model(x)
-        y.sum().backward()
-        state = state.detach()
-        with torch.no_grad():
-            model.step(x[:, 0].detach(), state)
-        model.step(x[:, 0], state)[0].sum().backward()
+    warmup()  # every registered numba model, each kernel variant, float32 and float64

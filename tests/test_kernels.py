@@ -155,3 +155,12 @@ def test_tensor_helpers():
     assert K._needs_grad(None, 1.0, w) and not K._needs_grad(None, torch.zeros(2))
     with torch.no_grad():
         assert not K._needs_grad(w)
+
+
+def test_empty_gives_torch_buffers_small_and_large():
+    """`_empty` is `torch.empty` (seen by torch's profiler), huge pages asked for from 4 MiB: any size works."""
+    for shape in [(0, 3), (2, 3), (1024, 1024 + 7)]:
+        t = K._empty(shape, torch.float32)
+        assert isinstance(t, torch.Tensor) and t.shape == shape and t.dtype == torch.float32 and t.is_contiguous()
+        t.fill_(1.5)
+        assert bool((t == 1.5).all())

@@ -6,8 +6,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .._recurrent import RecurrentBase
+from .._module import fused_kernels
+from .._recurrent import RecurrentBase, needs_grad
+from .._stream_table import LayerKernel
 from ..protocol import GRUState
+from ..stream import layer_step
 from .reference import gru_cell, gru_scan
 
 __all__ = ["GRU"]
@@ -91,10 +94,19 @@ class GRU(RecurrentBase):
         y, h = scan(x, *self._params(), reset_after=self.reset_after, initial_state=state.h)
         return y, GRUState(h)
 
+    def _stream_layer(self) -> LayerKernel | None:
+        if self._backend != "numba":
+            return None
+        return fused_kernels(__package__).gru_layer_kernel(*self._params(), self.reset_after)
+
     def _step(self, x_t: Tensor, state: GRUState) -> tuple[Tensor, GRUState]:
-        if self.backend == "numba":
-            from .numba_scan import gru_step_numba as cell
+        params = self._params()
+        if self._backend == "numba" and not needs_grad(x_t, state.h, *params):  # the fused streaming kernel
+            return layer_step(fused_kernels(__package__).gru_layer_kernel, (*params, self.reset_after), x_t, state)
+        if self._backend == "numba":  # differentiable: the scan's autograd Function, one step
+            from .numba_scan import gru_scan_numba
+
+            h = gru_scan_numba(x_t.unsqueeze(1), *params, self.reset_after, state.h)[1]
         else:
-            cell = gru_cell
-        h = cell(x_t, state.h, *self._params(), reset_after=self.reset_after)
+            h = gru_cell(x_t, state.h, *params, reset_after=self.reset_after)
         return h, GRUState(h)

@@ -60,7 +60,7 @@ from torch.autograd.function import once_differentiable
 
 from .._kernels import EMPTY, KERNEL, _check_recurrent_args, _needs_grad, _np, _sigmoid, _tanh
 from .._numba import njit
-from ..rnn.numba_scan import _checked_step_arrays, _fast_step_arrays, _params, _StepCache
+from ..rnn.numba_scan import _params
 
 __all__ = ["gru_scan_numba", "gru_step_numba"]
 
@@ -250,55 +250,6 @@ def _gru_backward(gy, ghT, h0, w_hh, y, saved, reset_after):  # pragma: no cover
     return d_gx, e_n, g
 
 
-@njit(**KERNEL)
-def _gru_step(x, h, w_ih, w_hh, b_ih, b_hh, reset_after):  # pragma: no cover - compiled
-    """One step with its input projection: x `(B, I)`, h `(B, H)`; returns h_new `(B, H)`."""
-    B, H = h.shape
-    G = 3 * H
-    dt = x.dtype
-    h_new = np.empty((B, H), dtype=dt)
-    n_gh = G if reset_after else 2 * H
-    work = np.empty(B * (G + n_gh + 7 * H) + G, dtype=dt)  # every scratch array in one allocation
-    gx = work[: B * G].reshape((B, G))
-    o = B * G
-    gh = work[o : o + B * n_gh].reshape((B, n_gh))
-    o += B * n_gh
-    y = work[o : o + B * H].reshape((B, 1, H))  # a copy of h_new that the gate loops write
-    o += B * H
-    rh = work[o : o + B * H].reshape((B, H))
-    o += B * H
-    gn = work[o : o + B * H].reshape((B, H))
-    o += B * H
-    sv = work[o : o + 4 * B * H].reshape((B, 1, 4 * H))
-    o += 4 * B * H
-    bias = work[o : o + G]
-    if b_hh.shape[0] > 0:
-        bias[:] = b_hh
-    else:
-        bias[:] = 0.0
-    w_gh = w_hh if reset_after else w_hh[: 2 * H]
-    if B == 1:  # matrix-vector products
-        np.dot(w_ih, x[0], gx[0])
-        np.dot(w_gh, h[0], gh[0])
-    else:
-        np.dot(x, w_ih.T, gx)
-        np.dot(h, w_gh.T, gh)
-    if b_ih.shape[0] > 0:
-        for b in range(B):
-            gx_b = gx[b]
-            for j in range(G):
-                gx_b[j] += b_ih[j]
-    gx3 = gx.reshape((B, 1, G))
-    _gru_gates(gx3, 0, gh, h, bias, h_new, y, rh, sv, 0, reset_after)
-    if not reset_after:
-        if B == 1:
-            np.dot(w_hh[2 * H :], rh[0], gn[0])
-        else:
-            np.dot(rh, w_hh[2 * H :].T, gn)
-        _gru_candidate(gx3, 0, gn, h, bias, h_new, y, sv, 0)
-    return h_new
-
-
 # ====================================================================== autograd
 class _GRURecurrence(torch.autograd.Function):
     """`(gx, h0, W_hh, b_hh) -> (y, h_T)` with the BPTT backward of the module docstring."""
@@ -402,9 +353,6 @@ def _gru_scan(
     return torch.from_numpy(y), torch.from_numpy(hT)
 
 
-_STEP_CACHE = _StepCache()
-
-
 def gru_step_numba(
     x_t: Tensor,
     h: Tensor,
@@ -417,9 +365,10 @@ def gru_step_numba(
     r"""One GRU step on the CPU with Numba: the streaming fast path.
 
     As `seqmem.gru.reference.gru_cell`. Without autograd (no input requires grad, or under
-    `torch.no_grad()`), one compiled kernel does the whole step, with the parameters' numpy views
-    cached between calls. When autograd must record the step, it runs as `gru_scan_numba` over
-    one time step, so gradients flow.
+    `torch.no_grad()`), one call of the fused streaming kernel (`seqmem.gru.numba_stream`) does the
+    whole step, reading the parameters in place (nothing is cached between calls: writes to them
+    are seen, calls from several threads are safe). When autograd must record the step, it runs
+    as `gru_scan_numba` over one time step, so gradients flow.
 
     Args:
         x_t: `(batch, input_size)` float32 or float64 CPU tensor.
@@ -442,10 +391,10 @@ def gru_step_numba(
         statistical machine translation. EMNLP, eq. (5)-(8).
     """
     params = (weight_ih, weight_hh, bias_ih, bias_hh)
-    if torch.is_grad_enabled() and _needs_grad(x_t, h, *params):
-        _check_recurrent_args("gru_step_numba", x_t, _params(*params), {"h": h}, 3, rank=2)
+    _check_recurrent_args("gru_step_numba", x_t, _params(*params), {"h": h}, 3, rank=2)
+    if _needs_grad(x_t, h, *params):
         return _gru_scan(x_t.unsqueeze(1), *params, bool(reset_after), h)[1]
-    arrays = _fast_step_arrays(_STEP_CACHE, x_t, h, *params)
-    if arrays is None:
-        arrays = _checked_step_arrays(_STEP_CACHE, "gru_step_numba", x_t, h, params, 3)
-    return _STEP_CACHE.remember(_gru_step(*arrays, True if reset_after else False))
+    from ..stream import layer_step
+    from .numba_stream import gru_layer_kernel
+
+    return layer_step(gru_layer_kernel, (*params, bool(reset_after)), x_t, (h,))[0]

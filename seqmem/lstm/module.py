@@ -5,8 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._recurrent import RecurrentBase
+from .._module import fused_kernels
+from .._recurrent import RecurrentBase, needs_grad
+from .._stream_table import LayerKernel
 from ..protocol import LSTMState
+from ..stream import layer_step
 from .reference import LSTMGates, lstm_cell, lstm_scan
 
 __all__ = ["LSTM"]
@@ -104,13 +107,21 @@ class LSTM(RecurrentBase):
             scan = lstm_scan
         return scan(x, *self._params(), initial_state=state)
 
-    def _step(self, x_t: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
-        if self.backend == "numba":
-            from .numba_scan import lstm_step_numba
+    def _stream_layer(self) -> LayerKernel | None:
+        if self._backend != "numba":
+            return None
+        return fused_kernels(__package__).lstm_layer_kernel(*self._params())
 
-            state = lstm_step_numba(x_t, state, *self._params())
-        else:
-            state, _ = lstm_cell(x_t, state, *self._params())
+    def _step(self, x_t: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
+        params = self._params()
+        if self._backend != "numba":
+            state, _ = lstm_cell(x_t, state, *params)
+        elif needs_grad(x_t, *state, *params):  # differentiable: the scan's autograd Function, one step
+            from .numba_scan import lstm_scan_numba
+
+            state = lstm_scan_numba(x_t.unsqueeze(1), *params, initial_state=state)[1]
+        else:  # the fused streaming kernel, parameters read in place
+            return layer_step(fused_kernels(__package__).lstm_layer_kernel, params, x_t, state)
         return state.h, state
 
     def gates(self, x: Tensor, state: LSTMState | None = None) -> LSTMGates:

@@ -1,17 +1,16 @@
 r"""The LSTM on the CPU with Numba: a forward scan, a streaming step and a hand-derived BPTT backward.
 
-Layout of the work (the same split `torch.nn.LSTM` makes):
-
-1. The input projection of every step, $\tilde x_t = W_{ih} x_t + b_{ih} + b_{hh}$, is one big matrix
-   product done by torch outside the time loop (oneDNN is faster at it than anything written here), and
-   torch's autograd differentiates it.
-2. The recurrence over $(\tilde x_t)_t$ is a Numba kernel; `_LSTMRecurrence` wraps it in a
-   `torch.autograd.Function` whose backward is BPTT written out by hand (below).
+Layout of the work. The whole time loop runs in one Numba kernel (`_lstm_forward`), wrapped in a
+`torch.autograd.Function` (`_LSTMScan`) whose backward is BPTT written out by hand (below). Per step,
+the pre-activations of the whole batch are one BLAS matrix product,
+$z_t = [W_{hh} \mid W_{ih} \mid b]\,[h_{t-1}; x_t; 1]$ with $b = b_{ih} + b_{hh}$, so the input
+projection rides along with the recurrent product (for a batch of one, the input projections of all
+steps are one large product instead, and each step adds $W_{hh} h_{t-1}$).
 
 Forward, per step, with gates in `torch.nn` order `i, f, g, o` and peephole weights
 $w_{ci}, w_{cf}, w_{co}$ (zero without peepholes):
 
-    z_t  = x~_t + W_hh h_{t-1}                     (B, 4H): the pre-activations [z^i, z^f, z^g, z^o]
+    z_t  = W_ih x_t + b + W_hh h_{t-1}              (4H): the pre-activations [z^i, z^f, z^g, z^o]
     i_t  = sigma(z^i_t + w_ci * c_{t-1})
     f_t  = sigma(z^f_t + w_cf * c_{t-1})
     g_t  = tanh(z^g_t)
@@ -33,30 +32,33 @@ gradient reaching $h_t, c_t$ from step $t+1$; at the start $\hat h = \bar h_T$, 
     h_hat  <- W_hh^T dz_t,   dz_t = [dz^i, dz^f, dz^g, dz^o]  (the gradient reaching h_{t-1})
     dw_ci += sum_b dz^i * c_{t-1};  dw_cf += sum_b dz^f * c_{t-1};  dw_co += sum_b dz^o * c_t
 
-and after the loop $\partial L/\partial h_0 = \hat h$, $\partial L/\partial c_0 = \hat c$,
-$\partial L/\partial \tilde x_t = dz_t$ (so torch's autograd turns it into the gradients of $x$,
-$W_{ih}$ and the biases), $\partial L/\partial W_{hh} = \sum_t dz_t^\top h_{t-1}$ and
-$\partial L/\partial b_{hh} = \sum_t dz_t$: these two sums are one matrix product each, done by torch
-after the kernel.
+and after the loop $\partial L/\partial h_0 = \hat h$, $\partial L/\partial c_0 = \hat c$. The kernel
+computes $\hat h \leftarrow W_{hh}^\top dz_t$ per step, one BLAS product for the batch, and keeps every
+$dz_t$ (batch-first); the gradients of the inputs and weights are then one matrix product each over all
+steps and sequences, done by torch: $\partial L/\partial x_t = W_{ih}^\top dz_t$,
+$\partial L/\partial W_{hh} = \sum_t dz_t h_{t-1}^\top$, $\partial L/\partial W_{ih} = \sum_t dz_t x_t^\top$,
+$\partial L/\partial b = \sum_t dz_t$ (measured faster than adding $W_{ih}^\top dz_t$ to the per-step
+product: a large product and no transposes).
 
-Kernel notes (measured on the development machine, a 2-core AMD EPYC with AVX-512):
+Kernel notes (measured on the development machine, a 2-core AMD EPYC (Zen 4) with AVX-512):
 
-- $\sigma$ and $\tanh$ are the kernel toolkit's (`seqmem._kernels`): arithmetic only, in the
-  arrays' precision, so that LLVM vectorises the gate loop (about 1 ns per sigmoid in float32 against
-  25 ns for libm's scalar `exp`); within about 2 ulp, exact when saturated ($\sigma(\pm 10^4) \in
-  \{1, 0\}$, $\tanh(\pm 10^4) = \pm 1$), NaN kept.
-- The recurrent product $W_{hh} h$ is written as a sum of rows of $W_{hh}^\top$ (an "axpy" loop that
-  LLVM vectorises without reassociating floating-point sums; `fastmath` is never used), four rows of
-  $W^\top$ and two sequences of the batch at a time to reuse loads.
-- The scan kernels run `prange` over pairs of sequences of the batch (they are independent for the
-  whole scan), so there is no synchronisation inside the time loop.
-- The gate loops (`_cell_forward`, `_cell_backward`) and the products are separate compiled functions
-  that the kernels call, not inlined into them: the same speed, and a third of the compile time.
+- Feature-major state. The kernels keep $h^\top, c^\top$ as (H, B) and $z_t$ as (4H, B): the product
+  $W z$ with the batch as BLAS's small dimension is its fast shape (91 GFLOP/s at 4H = 512, B = 32, against
+  70 for $h W^\top$, on one core whose large-matrix peak is about 100), and each gate's block of $z_t$ is
+  one contiguous run of $H \cdot B$ values, so the cells of a step are one vectorised loop
+  (`_gates_forward`, `_gates_backward`; the peephole-free loop has no peephole terms at all). Inputs and
+  outputs stay batch-first; the kernel transposes $x_t$ and $h_t$ (H * B values a step).
+- $\sigma$ and $\tanh$ are the kernel toolkit's (`seqmem._kernels`): arithmetic only, in the arrays'
+  precision, so that LLVM vectorises the cell loop (about 0.4 ns per sigmoid in float32 against 25 ns
+  for libm's scalar `exp`); within about 2 ulp, exact when saturated ($\sigma(\pm 10^4) \in \{1, 0\}$,
+  $\tanh(\pm 10^4) = \pm 1$), NaN kept.
+- The kernels are serial (no `prange`): a step's work is one product and one loop, too little to share
+  between threads without a synchronisation per step, and serial kernels can run in several Python
+  threads at once (`nogil`). BLAS may use its own threads (`seqmem._threads` sets their number).
 - `error_model="numpy"`: a division by zero gives inf/NaN as numpy does; Python's error model adds a
   zero check to every division, which also blocks vectorisation.
-- The streaming step (`lstm_step_numba` without autograd) is dominated by Python overhead, so it reads
-  the tensors at their addresses (`_lstm_step_at`) instead of converting them to numpy, and keeps the
-  transposed weights it needs between calls (`_StepPlan`).
+- The streaming step (`lstm_step_numba` without autograd) is the fused streaming kernel of
+  `seqmem.lstm.numba_stream` on one layer: it reads the parameters in place, caches nothing.
 
 References:
     Hochreiter, S. & Schmidhuber, J. (1997). Long short-term memory. Neural Computation 9(8).
@@ -66,7 +68,6 @@ References:
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import numpy as np
@@ -76,10 +77,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .._kernels import KERNEL as _JIT
-from .._kernels import NP_DTYPES as _NP_DTYPES
-from .._kernels import PKERNEL as _PJIT
-from .._kernels import _check_recurrent_args, _needs_grad, _np, _sigmoid, _tanh
-from .._numba import intrinsic, njit, numba, prange
+from .._kernels import _check_recurrent_args, _empty, _like, _needs_grad, _np, _sigmoid, _tanh
+from .._numba import njit
 from ..protocol import LSTMState
 
 __all__ = ["clear_step_cache", "lstm_scan_numba", "lstm_step_numba"]
@@ -112,42 +111,6 @@ def _gemv_acc(w, v, z):  # pragma: no cover - compiled
         k += 1
 
 
-@njit(**_JIT)
-def _gemv_acc2(w, v, u, z, y):  # pragma: no cover - compiled
-    """`z += v @ w` and `y += u @ w` together: each row of `w` is loaded once for two vectors."""
-    K, N = w.shape
-    k = 0
-    while k + 4 <= K:
-        a0 = v[k]
-        a1 = v[k + 1]
-        a2 = v[k + 2]
-        a3 = v[k + 3]
-        b0 = u[k]
-        b1 = u[k + 1]
-        b2 = u[k + 2]
-        b3 = u[k + 3]
-        w0 = w[k]
-        w1 = w[k + 1]
-        w2 = w[k + 2]
-        w3 = w[k + 3]
-        for n in range(N):
-            x0 = w0[n]
-            x1 = w1[n]
-            x2 = w2[n]
-            x3 = w3[n]
-            z[n] += x0 * a0 + x1 * a1 + x2 * a2 + x3 * a3
-            y[n] += x0 * b0 + x1 * b1 + x2 * b2 + x3 * b3
-        k += 4
-    while k < K:
-        a0 = v[k]
-        b0 = u[k]
-        w0 = w[k]
-        for n in range(N):
-            z[n] += w0[n] * a0
-            y[n] += w0[n] * b0
-        k += 1
-
-
 # ----------------------------------------------------------------------------------------------------
 # One cell, forward and backward (per sequence; all arrays 1-D rows)
 # ----------------------------------------------------------------------------------------------------
@@ -171,213 +134,209 @@ def _cell_forward(z, h, c, peep):  # pragma: no cover - compiled
         z[3 * H + j] = o
 
 
-@njit(**_JIT)
-def _cell_backward(a, ct, cp, peep, gy, dh, dc, dz, dpeep, dt):  # pragma: no cover - compiled
-    """One step of BPTT (equations in the module docstring).
+@njit(**{**_JIT, "inline": "always"})
+def _cell(zi, zf, zg, zo, cp, wi, wf, wo, peephole):  # pragma: no cover - compiled
+    """One unit of the cell: `(i, f, g, o, c_t, h_t)` from the pre-activations and `c_{t-1}`, with the
+    peephole terms if `peephole` (a constant where it is inlined, so the other branch folds away; `wi`, `wf`,
+    `wo` are then ignored, but must have the type of `cp`)."""
+    if peephole:
+        zi = zi + wi * cp
+        zf = zf + wf * cp
+    i = _sigmoid(zi)
+    f = _sigmoid(zf)
+    g = _tanh(zg)
+    cn = f * cp + i * g
+    if peephole:
+        zo = zo + wo * cn
+    o = _sigmoid(zo)
+    return i, f, g, o, cn, o * _tanh(cn)
 
-    `a` (4H,) gate activations, `ct`/`cp` (H,) `c_t`/`c_{t-1}`, `gy` (H,) the output gradient; `dh`,
-    `dc` (H,) hold the gradients from step t+1 on entry, `dc` the one reaching `c_{t-1}` through the
-    cell path on exit (the `W_hh` part of `dh` is added by the caller). Writes `dz` (4H,) and adds the
-    peephole gradients to `dpeep` (3, H).
+
+@njit(**_JIT)
+def _gates_forward(z, peep, h, c):  # pragma: no cover - compiled
+    """The cells of one step, feature-major: every argument is a `(rows, B)` block flattened, so that one
+    loop over `H * B` contiguous values runs vectorised (AVX2/AVX-512).
+
+    `z` (4H * B) holds the pre-activations on entry and the gate activations `[i, f, g, o]` on exit,
+    `peep` (3H * B) the peephole weights broadcast over the batch (empty: no peepholes), `c` (H * B)
+    `c_{t-1}` on entry and `c_t` on exit; `h_t` goes to `h` (H * B).
     """
-    H = dh.shape[0]
-    one = dt.type(1.0)
-    for j in range(H):
-        i = a[j]
-        f = a[H + j]
-        g = a[2 * H + j]
-        o = a[3 * H + j]
-        c1 = ct[j]
-        c0 = cp[j]
-        tc = _tanh(c1)
-        dhj = gy[j] + dh[j]
-        dzo = dhj * tc * o * (one - o)
-        dcj = dc[j] + dhj * o * (one - tc * tc) + dzo * peep[2, j]
-        dzi = dcj * g * i * (one - i)
-        dzf = dcj * c0 * f * (one - f)
-        dzg = dcj * i * (one - g * g)
-        dc[j] = dcj * f + dzi * peep[0, j] + dzf * peep[1, j]
-        dpeep[0, j] += dzi * c0
-        dpeep[1, j] += dzf * c0
-        dpeep[2, j] += dzo * c1
-        dz[j] = dzi
-        dz[H + j] = dzf
-        dz[2 * H + j] = dzg
-        dz[3 * H + j] = dzo
+    n = h.shape[0]
+    zi, zf, zg, zo = z[:n], z[n : 2 * n], z[2 * n : 3 * n], z[3 * n :]
+    if peep.shape[0] == 0:
+        for k in range(n):
+            zi[k], zf[k], zg[k], zo[k], c[k], h[k] = _cell(zi[k], zf[k], zg[k], zo[k], c[k], c[k], c[k], c[k], False)
+    else:
+        wi, wf, wo = peep[:n], peep[n : 2 * n], peep[2 * n :]
+        for k in range(n):
+            zi[k], zf[k], zg[k], zo[k], c[k], h[k] = _cell(zi[k], zf[k], zg[k], zo[k], c[k], wi[k], wf[k], wo[k], True)
+
+
+@njit(**{**_JIT, "inline": "always"})
+def _cell_grad(i, f, g, o, ct, cp, gy, dh, dc, wi, wf, wo, peephole):  # pragma: no cover - compiled
+    """One unit of BPTT through the cell (module docstring): `(dz^i, dz^f, dz^g, dz^o, dc_{t-1})` from the
+    gate activations, `c_t`, `c_{t-1}`, the output gradient and the gradients reaching `h_t`, `c_t`."""
+    one = _like(i, 1.0)
+    tc = _tanh(ct)
+    dhk = gy + dh
+    dzo = dhk * tc * (o * (one - o))
+    dck = dc + dhk * o * (one - tc * tc)
+    if peephole:
+        dck = dck + dzo * wo
+    dzi = dck * g * (i * (one - i))
+    dzf = dck * cp * (f * (one - f))
+    dzg = dck * i * (one - g * g)
+    dcp = dck * f
+    if peephole:
+        dcp = dcp + dzi * wi + dzf * wf
+    return dzi, dzf, dzg, dzo, dcp
+
+
+@njit(**_JIT)
+def _gates_backward(a, ct, cp, peep, gy, dh, dc, dz, dpeep):  # pragma: no cover - compiled
+    """One BPTT step through the cells, feature-major and flattened as in `_gates_forward`.
+
+    `a` (4H * B) gate activations, `ct`, `cp` (H * B) `c_t` and `c_{t-1}`, `gy` (H * B) the output
+    gradient; `dh`, `dc` (H * B) hold the gradients reaching `h_t`, `c_t` from step t+1 on entry, and `dc`
+    the one reaching `c_{t-1}` through the cell on exit (the `W_hh` part of the gradient reaching `h_{t-1}`
+    is the caller's). Writes `dz` (4H * B), the gradient of the pre-activations, and, with peepholes, adds
+    their gradients (per batch column) to `dpeep` (3H * B).
+    """
+    n = dh.shape[0]
+    ai, af, ag, ao = a[:n], a[n : 2 * n], a[2 * n : 3 * n], a[3 * n :]
+    di, df, dg, do = dz[:n], dz[n : 2 * n], dz[2 * n : 3 * n], dz[3 * n :]
+    if peep.shape[0] == 0:
+        for k in range(n):
+            di[k], df[k], dg[k], do[k], dc[k] = _cell_grad(
+                ai[k], af[k], ag[k], ao[k], ct[k], cp[k], gy[k], dh[k], dc[k], ct[k], ct[k], ct[k], False
+            )
+        return
+    wi, wf, wo = peep[:n], peep[n : 2 * n], peep[2 * n :]
+    pi, pf, po = dpeep[:n], dpeep[n : 2 * n], dpeep[2 * n :]
+    for k in range(n):
+        di[k], df[k], dg[k], do[k], dc[k] = _cell_grad(
+            ai[k], af[k], ag[k], ao[k], ct[k], cp[k], gy[k], dh[k], dc[k], wi[k], wf[k], wo[k], True
+        )
+        pi[k] += di[k] * cp[k]  # dw_ci += dz^i c_{t-1}, dw_cf += dz^f c_{t-1}, dw_co += dz^o c_t
+        pf[k] += df[k] * cp[k]
+        po[k] += do[k] * ct[k]
+
+
+@njit(**_JIT)
+def _matmul(w, w_t, a, out):  # pragma: no cover - compiled
+    """`out = w @ a` for `w` (M, K), `a` (K, B), `out` (M, B), all C-contiguous; `w_t` is `w.T` made
+    contiguous. BLAS for a batch; for B = 1 a sum of rows of `w_t` (`_gemv_acc`): a BLAS call costs more
+    than the product there."""
+    if a.shape[1] == 1:
+        o = out.ravel()
+        o[:] = 0.0
+        _gemv_acc(w_t, a.ravel(), o)
+    else:
+        np.dot(w, a, out)
+
+
+@njit(**_JIT)
+def _transpose_into(src, dst):  # pragma: no cover - compiled
+    """`dst = src.T` for `src` (M, N), `dst` (N, M), going along the rows of `src`: for a `src` whose rows
+    lie far apart in memory (a time step of a batch-first array) and a small `dst`."""
+    M, N = src.shape
+    for i in range(M):
+        row = src[i]
+        for j in range(N):
+            dst[j, i] = row[j]
+
+
+@njit(**_JIT)
+def _transpose_onto(src, dst):  # pragma: no cover - compiled
+    """`dst = src.T` as `_transpose_into`, going along the rows of `dst` (far apart in memory)."""
+    M, N = dst.shape
+    for i in range(M):
+        row = dst[i]
+        for j in range(N):
+            row[j] = src[j, i]
 
 
 # ----------------------------------------------------------------------------------------------------
 # Kernels (private: they trust their inputs; the wrappers below check them)
 # ----------------------------------------------------------------------------------------------------
-@njit(**_PJIT)
-def _lstm_forward(gx, h0, c0, whh_t, peep, save, y, h_n, c_n, c_all, acts):  # pragma: no cover - compiled
-    """The scan over `gx` (B, T, 4H) from `h0`, `c0` (B, H) with `whh_t = W_hh^T` (H, 4H).
-
-    Writes `y` (B, T, H), the final `h_n`, `c_n` (B, H) and, if `save`, every `c_t` into `c_all`
-    (B, T, H) and the gate activations into `acts` (B, T, 4H) for the backward. Sequences `a = b0`
-    and `b = b0 + 1` go together; each has its own 1-D work arrays (rows of one 2-D array would
-    keep LLVM from vectorising the gate loop).
-    """
-    B, T, G = gx.shape
-    H = G // 4
-    dt = gx.dtype
-    for blk in prange((B + 1) // 2):
-        a = 2 * blk
-        b = a + 1
-        two = b < B
-        # (`.copy()` inside `prange` yields arrays of unknown layout, which do not vectorise)
-        ha = np.empty(H, dt)
-        ca = np.empty(H, dt)
-        hb = np.empty(H, dt)
-        cb = np.empty(H, dt)
-        za = np.empty(G, dt)
-        zb = np.empty(G, dt)
-        ha[:] = h0[a]
-        ca[:] = c0[a]
-        if two:
-            hb[:] = h0[b]
-            cb[:] = c0[b]
-        for t in range(T):
-            za[:] = gx[a, t]
-            if two:
-                zb[:] = gx[b, t]
-                _gemv_acc2(whh_t, ha, hb, za, zb)
-            else:
-                _gemv_acc(whh_t, ha, za)
-            _cell_forward(za, ha, ca, peep)
-            y[a, t] = ha
-            if save:
-                c_all[a, t] = ca
-                acts[a, t] = za
-            if two:
-                _cell_forward(zb, hb, cb, peep)
-                y[b, t] = hb
-                if save:
-                    c_all[b, t] = cb
-                    acts[b, t] = zb
-        h_n[a] = ha
-        c_n[a] = ca
-        if two:
-            h_n[b] = hb
-            c_n[b] = cb
-
-
-@njit(**_PJIT)
-def _lstm_backward(gy, gh_n, gc_n, c0, whh, peep, c_all, acts, dz_all, dh0, dc0, dpeep):  # pragma: no cover
-    """BPTT through the scan `_lstm_forward` saved (`c_all`, `acts`).
-
-    `gy` (B, T, H), `gh_n`, `gc_n` (B, H): gradients of the outputs. Writes `dz_all` (B, T, 4H) (the
-    gradient of the pre-activations, i.e. of `gx`), `dh0`, `dc0` (B, H) and the peephole gradient
-    `dpeep` (3, H). `whh` is `W_hh` (4H, H) as stored. Sequences go in pairs as in the forward.
-    """
-    B, T, G = acts.shape
-    H = G // 4
-    dt = acts.dtype
-    nblk = (B + 1) // 2
-    dpeep_blk = np.empty((nblk, 3, H), dt)
-    for blk in prange(nblk):
-        a = 2 * blk
-        b = a + 1
-        two = b < B
-        dp = np.zeros((3, H), dt)
-        dha = np.empty(H, dt)
-        dca = np.empty(H, dt)
-        dhb = np.empty(H, dt)
-        dcb = np.empty(H, dt)
-        dza = np.empty(G, dt)
-        dzb = np.empty(G, dt)
-        dha[:] = gh_n[a]
-        dca[:] = gc_n[a]
-        if two:
-            dhb[:] = gh_n[b]
-            dcb[:] = gc_n[b]
-        for s in range(T):
-            t = T - 1 - s
-            cpa = c_all[a, t - 1] if t > 0 else c0[a]
-            _cell_backward(acts[a, t], c_all[a, t], cpa, peep, gy[a, t], dha, dca, dza, dp, dt)
-            dz_all[a, t] = dza
-            dha[:] = 0
-            if two:
-                cpb = c_all[b, t - 1] if t > 0 else c0[b]
-                _cell_backward(acts[b, t], c_all[b, t], cpb, peep, gy[b, t], dhb, dcb, dzb, dp, dt)
-                dz_all[b, t] = dzb
-                dhb[:] = 0
-                _gemv_acc2(whh, dza, dzb, dha, dhb)
-            else:
-                _gemv_acc(whh, dza, dha)
-        dh0[a] = dha
-        dc0[a] = dca
-        if two:
-            dh0[b] = dhb
-            dc0[b] = dcb
-        dpeep_blk[blk] = dp
-    dpeep[:] = 0
-    for blk in range(nblk):
-        dpeep += dpeep_blk[blk]
-
-
 @njit(**_JIT)
-def _lstm_step(x, h, c, wih_t, whh_t, bias, peep, h_out, c_out):  # pragma: no cover - compiled
-    """One step for a batch: `x` (B, I), `h`, `c` (B, H), `wih_t = W_ih^T` (I, 4H), `whh_t = W_hh^T`
-    (H, 4H), `bias = b_ih + b_hh` (4H,), `peep` (3, H). Writes `h_out`, `c_out` (B, H)."""
-    B, H = h.shape
-    dt = h.dtype
-    G = 4 * H
-    ha = np.empty(H, dt)
-    ca = np.empty(H, dt)
-    za = np.empty(G, dt)
-    hb = np.empty(H, dt)
-    cb = np.empty(H, dt)
-    zb = np.empty(G, dt)
-    for a in range(0, B, 2):
-        b = a + 1
-        za[:] = bias
-        ca[:] = c[a]
-        if b < B:
-            zb[:] = bias
-            cb[:] = c[b]
-            _gemv_acc2(wih_t, x[a], x[b], za, zb)
-            _gemv_acc2(whh_t, h[a], h[b], za, zb)
-            _cell_forward(zb, hb, cb, peep)
-            h_out[b] = hb
-            c_out[b] = cb
+def _lstm_forward(x, w, w_t, gx, peep, h0, c0, y, h_n, c_n, acts, cs):  # pragma: no cover - compiled
+    """The scan over `x` (B, T, I) from `h0`, `c0` (B, H); writes `y` (B, T, H) and the final `h_n`, `c_n`.
+
+    Feature-major: the state is kept as `h^T`, `c^T` (H, B) and each step is one BLAS product for the
+    whole batch, `z_t = [W_hh | W_ih | b] [h_{t-1}; x_t; 1]` (4H, B) (`w` (4H, H + I + 1), the operand
+    `s` (H + I + 1, B) holds `h^T` in its first rows, where the cells write it), followed by one
+    vectorised loop over the `H * B` cells. For B = 1 the input projections come precomputed instead,
+    `gx` (T, 4H) (one large product), with `w` = `W_hh` (4H, H) and `w_t` its transpose (H, 4H); `gx` is
+    (0, 0) otherwise. `peep` (3H, B) holds the peephole weights broadcast over the batch, or is empty.
+
+    If `acts` (T, 4H, B) and `cs` (T, H, B) have a time axis, the gate activations and `c_t` of every
+    step are saved there for the backward.
+    """
+    B, T, I = x.shape
+    G, K = w.shape
+    H = G // 4
+    dt = x.dtype
+    s = np.empty((K, B), dt)
+    cT = np.empty((H, B), dt)
+    z = np.empty((G, B), dt)
+    hT = s[:H]
+    _transpose_into(h0, hT)
+    _transpose_into(c0, cT)
+    if K > H:
+        s[H + I] = 1.0
+    hf, cf, pf = hT.ravel(), cT.ravel(), peep.ravel()
+    save = acts.shape[0] > 0
+    for t in range(T):
+        zt = acts[t] if save else z  # the gate activations are what the backward keeps
+        zf = zt.ravel()
+        if gx.shape[0] == 0:
+            _transpose_into(x[:, t], s[H : H + I])
+            np.dot(w, s, zt)  # (4H, B): [W_hh | W_ih | b] [h_{t-1}; x_t; 1]
         else:
-            _gemv_acc(wih_t, x[a], za)
-            _gemv_acc(whh_t, h[a], za)
-        _cell_forward(za, ha, ca, peep)
-        h_out[a] = ha
-        c_out[a] = ca
-
-
-@intrinsic
-def _address_as_pointer(typingctx, address):  # pragma: no cover - compiled
-    """An integer address (`Tensor.data_ptr()`) as a `void*`, for `numba.carray`."""
-    if not isinstance(address, numba.core.types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], numba.core.cgutils.voidptr_t)
-
-    return numba.core.types.voidptr(address), codegen
+            zf[:] = gx[t]
+            _gemv_acc(w_t, hf, zf)  # B = 1: z += W_hh h_{t-1}
+        _gates_forward(zf, pf, hf, cf)
+        _transpose_onto(hT, y[:, t])
+        if save:
+            cs[t] = cT
+    _transpose_into(hT, h_n)
+    _transpose_into(cT, c_n)
 
 
 @njit(**_JIT)
-def _lstm_step_at(px, ph, pc, ph_out, pc_out, B, I, H, packed):  # pragma: no cover - compiled
-    """`_lstm_step` on tensors given by the addresses of their (contiguous, CPU) data, so that the
-    streaming path needs no `Tensor.numpy()` (about 0.7 us each). `packed` holds
-    `[W_ih^T | W_hh^T | b_ih + b_hh | peepholes]` flattened (see `_StepPlan`)."""
-    dt = packed.dtype
+def _lstm_backward(gy, gh_n, gc_n, c0, w, w_t, peep, acts, cs, dz_all, dh0, dc0, dpeep):  # pragma: no cover
+    """BPTT through the scan `_lstm_forward` saved (`acts`, `cs`), feature-major as it.
+
+    `gy` (B, T, H), `gh_n`, `gc_n` (B, H): gradients of the outputs; `c0` (B, H); `w` = `W_hh^T` (H, 4H)
+    and `w_t` = `W_hh` (4H, H); `peep` (3H, B) or empty. Per step: the cells, then one BLAS product
+    `W_hh^T dz_t` (H, B) for the whole batch.
+
+    Writes `dz_all` (B, T, 4H) (the gradient of the pre-activations, batch-first like the input, so that
+    the gradients of `x` and of the weights are plain matrix products of it), `dh0`, `dc0` (B, H) and, with
+    peepholes, their gradient per batch column into `dpeep` (3H, B).
+    """
+    B, T, H = gy.shape
     G = 4 * H
-    x = numba.carray(_address_as_pointer(px), (B, I), dt)
-    h = numba.carray(_address_as_pointer(ph), (B, H), dt)
-    c = numba.carray(_address_as_pointer(pc), (B, H), dt)
-    h_out = numba.carray(_address_as_pointer(ph_out), (B, H), dt)
-    c_out = numba.carray(_address_as_pointer(pc_out), (B, H), dt)
-    o1 = I * G
-    o2 = o1 + H * G
-    o3 = o2 + G
-    _lstm_step(x, h, c, packed[:o1].reshape(I, G), packed[o1:o2].reshape(H, G), packed[o2:o3],
-               packed[o3:o3 + 3 * H].reshape(3, H), h_out, c_out)
+    dt = gy.dtype
+    dhT = np.empty((H, B), dt)
+    dcT = np.empty((H, B), dt)
+    gyT = np.empty((H, B), dt)
+    c0T = np.empty((H, B), dt)
+    dz = np.empty((G, B), dt)
+    _transpose_into(gh_n, dhT)
+    _transpose_into(gc_n, dcT)
+    _transpose_into(c0, c0T)
+    dhf, dcf, gyf, dzf, pf, dpf = dhT.ravel(), dcT.ravel(), gyT.ravel(), dz.ravel(), peep.ravel(), dpeep.ravel()
+    dpf[:] = 0.0
+    for t in range(T - 1, -1, -1):
+        _transpose_into(gy[:, t], gyT)
+        cp = cs[t - 1].ravel() if t > 0 else c0T.ravel()
+        _gates_backward(acts[t].ravel(), cs[t].ravel(), cp, pf, gyf, dhf, dcf, dzf, dpf)
+        _transpose_onto(dz, dz_all[:, t])
+        _matmul(w, w_t, dz, dhT)  # (H, B): W_hh^T dz_t, the gradient reaching h_{t-1}
+    _transpose_into(dhT, dh0)
+    _transpose_into(dcT, dc0)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -387,57 +346,86 @@ def _zeros_peephole(hidden_size: int, dtype: torch.dtype) -> np.ndarray:
     return np.zeros((3, hidden_size), dtype=np.float32 if dtype == torch.float32 else np.float64)
 
 
-class _LSTMRecurrence(torch.autograd.Function):
-    """The recurrence of the LSTM over pre-computed input projections, with BPTT as its backward.
+def _broadcast(t: Tensor | None, rows: int, batch: int, dtype: np.dtype) -> np.ndarray:
+    """`t` flattened to `rows` values, repeated over the batch: `(rows, batch)`; `(0, batch)` for `None`."""
+    if t is None:
+        return np.empty((0, batch), dtype)
+    out = np.empty((rows, batch), dtype)
+    out[:] = _np(t).reshape(rows, 1)
+    return out
 
-    Inputs: `gx` (B, T, 4H) (`W_ih x_t + b_ih + b_hh`), `h0`, `c0` (B, H), `weight_hh` (4H, H),
-    `weight_peephole` (3, H) or `None`. Outputs: `y` (B, T, H), `h_n`, `c_n` (B, H).
+
+def _forward(
+    x: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Tensor | None, peephole: Tensor | None, h0: Tensor, c0: Tensor,
+    save: bool,
+) -> tuple[Tensor, Tensor, Tensor, tuple[np.ndarray, ...]]:
+    """Run `_lstm_forward` on tensors: `(y, h_n, c_n, (acts, cs))` (the saved arrays are empty unless `save`)."""
+    B, T, I = x.shape
+    G, H = w_hh.shape
+    xn = _np(x)
+    dtype = xn.dtype
+    with torch.no_grad():
+        if B == 1:  # the input projections of all steps in one product; per step only W_hh h (a sum of rows)
+            gx = F.linear(x[0], w_ih, bias).numpy()  # (T, 4H)
+            w = _np(w_hh)
+        else:
+            gx = np.empty((0, 0), dtype)
+            b = bias if bias is not None else w_hh.new_zeros(G)
+            w = torch.cat((w_hh, w_ih, b.unsqueeze(1)), dim=1).numpy()  # (4H, H + I + 1): [W_hh | W_ih | b]
+    y, h_n, c_n = _empty((B, T, H), x.dtype), _empty((B, H), x.dtype), _empty((B, H), x.dtype)
+    acts = _empty((T if save else 0, G, B), x.dtype).numpy()
+    cs = _empty((T if save else 0, H, B), x.dtype).numpy()
+    w_t = np.ascontiguousarray(w.T) if B == 1 else w[:0]
+    _lstm_forward(
+        xn, w, w_t, gx, _broadcast(peephole, 3 * H, B, dtype), _np(h0), _np(c0), y.numpy(), h_n.numpy(),
+        c_n.numpy(), acts, cs,
+    )  # fmt: skip
+    return y, h_n, c_n, (acts, cs)
+
+
+class _LSTMScan(torch.autograd.Function):
+    """The LSTM over a sequence with BPTT as its backward.
+
+    Inputs: `x` (B, T, I), `weight_ih` (4H, I), `weight_hh` (4H, H), `bias` (4H,) (`b_ih + b_hh`) or
+    `None`, `weight_peephole` (3, H) or `None`, `h0`, `c0` (B, H). Outputs: `y` (B, T, H), `h_n`, `c_n`
+    (B, H). The backward kernel gives the gradients of the pre-activations, `dz` (B, T, 4H), and of the
+    initial state; those of `x` and the weights are one matrix product each, done by torch after it.
     """
 
     @staticmethod
-    def forward(
-        ctx: Any, gx: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, weight_peephole: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        B, T, G = gx.shape
-        H = G // 4
-        peep = _np(weight_peephole) if weight_peephole is not None else _zeros_peephole(H, gx.dtype)
-        gx_np = _np(gx)
-        dtype = gx_np.dtype
-        y = np.empty((B, T, H), dtype)
-        h_n = np.empty((B, H), dtype)
-        c_n = np.empty((B, H), dtype)
-        c_all = np.empty((B, T, H), dtype)
-        acts = np.empty((B, T, G), dtype)
-        whh_t = np.ascontiguousarray(_np(weight_hh).T)  # (H, 4H)
-        _lstm_forward(gx_np, _np(h0), _np(c0), whh_t, peep, True, y, h_n, c_n, c_all, acts)
-        y_t = torch.from_numpy(y)
-        ctx.save_for_backward(h0, c0, weight_hh, weight_peephole, y_t)
-        ctx.saved_arrays = (peep, c_all, acts)
-        return y_t, torch.from_numpy(h_n), torch.from_numpy(c_n)
+    def forward(ctx: Any, x, weight_ih, weight_hh, bias, weight_peephole, h0, c0):
+        y, h_n, c_n, saved = _forward(x, weight_ih, weight_hh, bias, weight_peephole, h0, c0, save=True)
+        ctx.save_for_backward(x, weight_ih, weight_hh, weight_peephole, h0, c0, y)
+        ctx.saved_arrays = saved
+        ctx.has_bias = bias is not None
+        return y, h_n, c_n
 
     @staticmethod
     @once_differentiable
-    def backward(
-        ctx: Any, gy: Tensor, gh_n: Tensor, gc_n: Tensor
-    ) -> tuple[Tensor | None, ...]:
-        h0, c0, weight_hh, weight_peephole, y = ctx.saved_tensors
-        peep, c_all, acts = ctx.saved_arrays
-        B, T, G = acts.shape
-        H = G // 4
-        dz = np.empty((B, T, G), acts.dtype)
-        dh0 = np.empty((B, H), acts.dtype)
-        dc0 = np.empty((B, H), acts.dtype)
-        dpeep = np.empty((3, H), acts.dtype)
+    def backward(ctx: Any, gy: Tensor, gh_n: Tensor, gc_n: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight_ih, weight_hh, weight_peephole, h0, c0, y = ctx.saved_tensors
+        acts, cs = ctx.saved_arrays
+        B, T, I = x.shape
+        G, H = weight_hh.shape
+        dtype = acts.dtype
+        w_hh = _np(weight_hh)
+        dz, dh0, dc0 = _empty((B, T, G), x.dtype), _empty((B, H), x.dtype), _empty((B, H), x.dtype)
+        dpeep = np.empty((3 * H if weight_peephole is not None else 0, B), dtype)
         _lstm_backward(
-            _np(gy), _np(gh_n), _np(gc_n), _np(c0), _np(weight_hh), peep, c_all, acts, dz, dh0, dc0, dpeep
-        )
-        dz_t = torch.from_numpy(dz)
+            _np(gy), _np(gh_n), _np(gc_n), _np(c0), np.ascontiguousarray(w_hh.T), w_hh,
+            _broadcast(weight_peephole, 3 * H, B, dtype), acts, cs, dz.numpy(), dh0.numpy(), dc0.numpy(), dpeep,
+        )  # fmt: skip
+        dz2 = dz.view(B * T, G)
+        need = ctx.needs_input_grad
+        dx = (dz2 @ weight_ih.detach()).view(B, T, I) if need[0] else None
+        d_wih = dz2.t() @ x.detach().reshape(B * T, I) if need[1] else None
         d_whh = None
-        if ctx.needs_input_grad[3]:
+        if need[2]:
             h_prev = torch.cat((h0.detach().unsqueeze(1), y[:, :-1]), dim=1)  # (B, T, H): h_{t-1}
-            d_whh = dz_t.reshape(B * T, G).t().mm(h_prev.reshape(B * T, H))  # (4H, H)
-        d_peep = torch.from_numpy(dpeep) if weight_peephole is not None and ctx.needs_input_grad[4] else None
-        return dz_t, torch.from_numpy(dh0), torch.from_numpy(dc0), d_whh, d_peep
+            d_whh = dz2.t() @ h_prev.reshape(B * T, H)  # (4H, H)
+        d_bias = dz2.sum(0) if ctx.has_bias and need[3] else None
+        d_peep = torch.from_numpy(dpeep.reshape(3, H, B).sum(-1)) if weight_peephole is not None and need[4] else None
+        return dx, d_wih, d_whh, d_bias, d_peep, dh0, dc0
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -484,10 +472,10 @@ def lstm_scan_numba(
 ) -> tuple[Tensor, LSTMState]:
     r"""The LSTM over a sequence on the CPU, with Numba kernels; differentiable (hand-written BPTT).
 
-    Same signature and results as the reference `seqmem.lstm.reference.lstm_scan`. The input projection
-    of all steps is one torch matrix product; the recurrence runs in a Numba kernel, and its backward
-    (used when grad mode is on and an input requires grad) is BPTT written out by hand (equations in
-    this module's docstring).
+    Same signature and results as the reference `seqmem.lstm.reference.lstm_scan`. The time loop runs in
+    a Numba kernel, one BLAS product per step for the whole batch (input and recurrent projections
+    together), and its backward (used when grad mode is on and an input requires grad) is BPTT written
+    out by hand (equations in this module's docstring).
 
     Args:
         x: `(batch, seq_len, input_size)` float32 or float64 tensor on the CPU.
@@ -523,127 +511,24 @@ def lstm_scan_numba(
     """
     params = (weight_ih, weight_hh, bias_ih, bias_hh, weight_peephole)
     _check_args("lstm_scan_numba", x, 3, *params, initial_state)
-    B, T, _ = x.shape
+    B = x.shape[0]
     H = weight_hh.shape[1]
     if initial_state is None:
         h0 = c0 = x.new_zeros(B, H)
     else:
         h0, c0 = initial_state
-    gx = F.linear(x, weight_ih, _combined_bias(bias_ih, bias_hh))  # (B, T, 4H)
-    if _needs_grad(gx, h0, c0, weight_hh, weight_peephole):
-        y, h, c = _LSTMRecurrence.apply(gx, h0, c0, weight_hh, weight_peephole)
-        return y, LSTMState(h, c)
-    peep = _np(weight_peephole) if weight_peephole is not None else _zeros_peephole(H, x.dtype)
-    gx_np = _np(gx)
-    dtype = gx_np.dtype
-    y = np.empty((B, T, H), dtype)
-    h_n = np.empty((B, H), dtype)
-    c_n = np.empty((B, H), dtype)
-    unused = np.empty((1, 1, 1), dtype)
-    whh_t = np.ascontiguousarray(_np(weight_hh).T)  # (H, 4H)
-    _lstm_forward(gx_np, _np(h0), _np(c0), whh_t, peep, False, y, h_n, c_n, unused, unused)
-    return torch.from_numpy(y), LSTMState(torch.from_numpy(h_n), torch.from_numpy(c_n))
-
-
-class _StepPlan:
-    """What the streaming step needs from a set of parameters, built once and rebuilt on change.
-
-    `packed` is `[W_ih^T | W_hh^T | b_ih + b_hh | peepholes]` flattened (the transposes make the
-    matrix-vector products vectorise). The plan keeps the parameters' version counters and data
-    addresses, and is rebuilt when one differs: every in-place op bumps a version (optimiser steps,
-    `copy_`, `load_state_dict`), and `param.data = ...` changes an address. Writes through
-    `param.data.<op>_()` bypass both: after those, call `clear_step_cache()`.
-
-    It also remembers its last output state, whose tensors it made, so the next step need not check
-    them again.
-    """
-
-    __slots__ = (
-        "others", "stamp", "packed", "arrays", "dtype", "input_size", "hidden_size",
-        "last", "pool", "pool_batch",
-    )  # fmt: skip
-
-    def __init__(self, params: tuple[Tensor | None, ...]) -> None:
-        weight_ih, weight_hh, bias_ih, bias_hh, weight_peephole = params
-        self.others = (weight_ih, bias_ih, bias_hh, weight_peephole)  # identity checks (kept alive)
-        self.stamp = _stamp(params)
-        I, H = weight_ih.shape[1], weight_hh.shape[1]
-        self.dtype = weight_hh.dtype
-        self.input_size = I
-        self.hidden_size = H
-        with torch.no_grad():
-            bias = _combined_bias(bias_ih, bias_hh)
-            peep = _zeros_peephole(H, self.dtype) if weight_peephole is None else _np(weight_peephole)
-            parts = [
-                _np(weight_ih).T.ravel(),  # (I, 4H)
-                _np(weight_hh).T.ravel(),  # (H, 4H)
-                np.zeros(4 * H, _NP_DTYPES[self.dtype]) if bias is None else _np(bias),  # (4H,)
-                peep.ravel(),  # (3, H)
-            ]
-        self.packed = np.concatenate(parts)
-        o1, o2, o3 = I * 4 * H, (I + H) * 4 * H, (I + H + 1) * 4 * H
-        p = self.packed
-        self.arrays = (p[:o1].reshape(I, 4 * H), p[o1:o2].reshape(H, 4 * H), p[o2:o3], p[o3:].reshape(3, H))
-        self.last: tuple[Any, ...] = (None, None, 0, 0)
-        self.pool: list[tuple[Tensor, int]] = []
-        self.pool_batch = 0
-
-    def new_states(self, B: int) -> tuple[Tensor, int, Tensor, int]:
-        """Two fresh `(B, H)` tensors and their data addresses.
-
-        Tensors are made in chunks: one `unbind` of an `(n, B, H)` tensor costs far less than `n`
-        allocations. A chunk's memory stays alive while any of its tensors does, so chunks are small
-        (at most 64 KiB, or two states).
-        """
-        pool = self.pool
-        if not pool or self.pool_batch != B:
-            H, dtype = self.hidden_size, self.dtype
-            nbytes = B * H * (4 if dtype == torch.float32 else 8)
-            n = max(2, min(64, 65536 // nbytes)) // 2 * 2
-            chunk = torch.empty(n, B, H, dtype=dtype)
-            base = chunk.data_ptr()
-            pool = self.pool = [(t, base + i * nbytes) for i, t in enumerate(chunk.unbind(0))]
-            self.pool_batch = B
-        h, ph = pool.pop()
-        c, pc = pool.pop()
-        return h, ph, c, pc
-
-
-def _stamp(params: tuple[Tensor | None, ...]) -> tuple[int, ...] | object:
-    """The versions and data addresses of the parameters (a fresh object, equal to nothing, for
-    inference tensors, which have no version counter)."""
-    weight_ih, weight_hh, bias_ih, bias_hh, weight_peephole = params
-    try:
-        return (
-            weight_ih._version, weight_ih.data_ptr(), weight_hh._version, weight_hh.data_ptr(),
-            -1 if bias_ih is None else bias_ih._version, -1 if bias_ih is None else bias_ih.data_ptr(),
-            -1 if bias_hh is None else bias_hh._version, -1 if bias_hh is None else bias_hh.data_ptr(),
-            -1 if weight_peephole is None else weight_peephole._version,
-            -1 if weight_peephole is None else weight_peephole.data_ptr(),
-        )  # fmt: skip
-    except RuntimeError:
-        return object()
-
-
-_STEP_PLANS: dict[int, _StepPlan] = {}  # id(weight_hh) -> plan; an entry leaves when weight_hh dies
+    bias = _combined_bias(bias_ih, bias_hh)
+    args = (x, weight_ih, weight_hh, bias, weight_peephole, h0, c0)
+    if _needs_grad(*args):
+        y, h, c = _LSTMScan.apply(*args)
+    else:
+        y, h, c, _ = _forward(*args, save=False)
+    return y, LSTMState(h, c)
 
 
 def clear_step_cache() -> None:
-    """Forget the prepared weights of `lstm_step_numba` (needed only after writes through
-    `param.data`, which torch does not count as modifications)."""
-    _STEP_PLANS.clear()
-
-
-def _step_plan(params: tuple[Tensor | None, ...]) -> _StepPlan:
-    """The plan for these (already checked) parameters, built if missing or stale."""
-    weight_hh = params[1]
-    key = id(weight_hh)
-    plan = _STEP_PLANS.get(key)
-    if plan is None or plan.others != (params[0], *params[2:]) or plan.stamp != _stamp(params):
-        if plan is None:
-            weakref.finalize(weight_hh, _STEP_PLANS.pop, key, None)
-        plan = _STEP_PLANS[key] = _StepPlan(params)
-    return plan
+    """Kept for compatibility: `lstm_step_numba` caches nothing any more (it reads the parameters in
+    place), so writes through `param.data` are seen without this call."""
 
 
 def lstm_step_numba(
@@ -657,10 +542,11 @@ def lstm_step_numba(
 ) -> LSTMState:
     r"""One LSTM step on the CPU with Numba: the streaming form of `lstm_scan_numba`.
 
-    Without autograd (grad mode off, or no input requiring grad) this is a lean path for streaming
-    inference: one Numba call on weights prepared once per parameter set (transposed and packed;
-    rebuilt when a parameter changes, see `clear_step_cache`), reading the tensors' memory in place.
-    With autograd it runs `lstm_scan_numba` on a sequence of one step, so the result is differentiable.
+    Without autograd (grad mode off, or no input requiring grad) this is one call of the fused
+    streaming kernel (`seqmem.lstm.numba_stream`), which reads the parameters where they are stored:
+    nothing is prepared or cached between calls, so every write to a parameter is seen, and calls
+    from several threads are safe. The new state is a pair of fresh tensors. With autograd it runs
+    `lstm_scan_numba` on a sequence of one step, so the result is differentiable.
 
     Args:
         x_t: `(batch, input_size)` float32 or float64 tensor on the CPU.
@@ -694,49 +580,12 @@ def lstm_step_numba(
         >>> state.h.shape
         torch.Size([2, 8])
     """
-    h, c = state
     params = (weight_ih, weight_hh, bias_ih, bias_hh, weight_peephole)
-    if torch.is_grad_enabled() and _needs_grad(x_t, h, c, *params):
-        # differentiable: the scan's autograd Function on a sequence of one step
-        _check_args("lstm_step_numba", x_t, 2, *params, state)
-        return lstm_scan_numba(x_t.unsqueeze(1), *params, initial_state=state)[1]
-    # The fast path: the parameters are checked by identity and version against the plan, the
-    # tensors by a few attribute reads (or by identity, for the state the plan made last).
-    plan = _STEP_PLANS.get(id(weight_hh))
-    if (
-        _FAST_STEP
-        and plan is not None
-        and plan.others[0] is weight_ih
-        and plan.others[1] is bias_ih
-        and plan.others[2] is bias_hh
-        and plan.others[3] is weight_peephole
-        and plan.stamp == _stamp(params)
-    ):
-        dtype, I, H = plan.dtype, plan.input_size, plan.hidden_size
-        B = x_t.shape[0] if isinstance(x_t, Tensor) and x_t.dim() == 2 else 0
-        if B and _plain(x_t, dtype, (B, I)):
-            last_h, last_c, ph, pc = plan.last
-            if h is not last_h or c is not last_c:
-                shape = (B, H)
-                ok = all(_plain(t, dtype, shape) for t in state)
-                ph, pc = (h.data_ptr(), c.data_ptr()) if ok else (0, 0)
-            if ph:
-                h_out, ph_out, c_out, pc_out = plan.new_states(B)
-                _lstm_step_at(x_t.data_ptr(), ph, pc, ph_out, pc_out, B, I, H, plan.packed)
-                plan.last = (h_out, c_out, ph_out, pc_out)
-                return LSTMState(h_out, c_out)
-    # the general path: full checks (with clear errors), any memory layout
     _check_args("lstm_step_numba", x_t, 2, *params, state)
-    wih_t, whh_t, bias, peep = _step_plan(params).arrays
-    h_out = np.empty(tuple(h.shape), whh_t.dtype)
-    c_out = np.empty(tuple(h.shape), whh_t.dtype)
-    _lstm_step(_np(x_t), _np(h), _np(c), wih_t, whh_t, bias, peep, h_out, c_out)
-    return LSTMState(torch.from_numpy(h_out), torch.from_numpy(c_out))
+    h, c = state
+    if _needs_grad(x_t, h, c, *params):  # differentiable: the scan's autograd Function, one step
+        return lstm_scan_numba(x_t.unsqueeze(1), *params, initial_state=state)[1]
+    from ..stream import layer_step
+    from .numba_stream import lstm_layer_kernel
 
-
-def _plain(t: Tensor, dtype: torch.dtype, shape: tuple[int, int]) -> bool:
-    """Whether the kernel can read `t` at its address: a contiguous CPU tensor of that dtype and shape."""
-    return t.dtype is dtype and t.is_cpu and t.is_contiguous() and t.shape == shape
-
-
-_FAST_STEP = not numba.config.DISABLE_JIT  # the address path needs compiled code
+    return layer_step(lstm_layer_kernel, params, x_t, state)[1]

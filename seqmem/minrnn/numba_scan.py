@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .._kernels import _INLINE, KERNEL, PKERNEL, _check_shape, _check_tensors, _exp, _like, _needs_grad, _np, _sigmoid
+from .._kernels import KERNEL, PKERNEL, _check_shape, _check_tensors, _exp, _like, _needs_grad, _np, _sigmoid
 from .._numba import njit, numba, prange
 from ..ssm.numba_scan import _launch
 
@@ -62,7 +62,7 @@ _MAX_BLOCK = 256
 
 
 # ====================================================================== elementwise cells
-@njit(**_INLINE)
+@njit(**KERNEL)
 def _sigmoid_pair(x):  # pragma: no cover - compiled
     """`(sigma(x), sigma(-x))` from one exponential, each exact where the other rounds to 1."""
     e = _exp(-abs(x))
@@ -70,7 +70,7 @@ def _sigmoid_pair(x):  # pragma: no cover - compiled
     return (r, e * r) if x >= _like(x, 0.0) else (e * r, r)
 
 
-@njit(**_INLINE)
+@njit(**KERNEL)
 def _g(x):  # pragma: no cover - compiled
     """`(g(x), g'(x))`: `x + 1/2` and 1 for `x >= 0`, `sigma(x)` and `sigma(x) (1 - sigma(x))` below."""
     s = _sigmoid(x)
@@ -79,7 +79,7 @@ def _g(x):  # pragma: no cover - compiled
     return s, s * (_like(x, 1.0) - s)
 
 
-@njit(**_INLINE)
+@njit(**KERNEL)
 def _normalised_gates(k_i, k_f):  # pragma: no cover - compiled
     """minLSTM's `(f', i')` by (6): no overflow, no 0/0, `f' + i' = 1` up to rounding."""
     p, q = -k_f, -k_i
@@ -90,7 +90,7 @@ def _normalised_gates(k_i, k_f):  # pragma: no cover - compiled
     return (em + eq) / d, (em + ep) / d
 
 
-@njit(**_INLINE)
+@njit(**KERNEL)
 def _row_forward(k, H, j0, j1, hp, out, lstm):  # pragma: no cover - compiled
     """One step for units `j0:j1`: `k` `(G*H,)` the step's pre-activations, `hp` `h_{t-1}`, `out` `h_t`."""
     if lstm:
@@ -105,7 +105,7 @@ def _row_forward(k, H, j0, j1, hp, out, lstm):  # pragma: no cover - compiled
             out[j] = zc * hp[j] + z * c
 
 
-@njit(**_INLINE)
+@njit(**KERNEL)
 def _work_item(item, H, block):  # pragma: no cover - compiled
     """Work item `item` of `(batch, blocks of `block` units)`: its batch row `b` and units `j0:j1`."""
     nblk = (H + block - 1) // block

@@ -6,9 +6,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .._module import check_choice
-from .._recurrent import RecurrentBase
+from .._module import check_choice, fused_kernels
+from .._recurrent import RecurrentBase, needs_grad
+from .._stream_table import LayerKernel
 from ..protocol import RNNState
+from ..stream import layer_step
 from .reference import rnn_cell, rnn_scan
 
 __all__ = ["RNN"]
@@ -87,10 +89,20 @@ class RNN(RecurrentBase):
         y, h = scan(x, *self._params(), nonlinearity=self.nonlinearity, initial_state=state.h)
         return y, RNNState(h)
 
+    def _stream_layer(self) -> LayerKernel | None:
+        if self._backend != "numba":
+            return None
+        return fused_kernels(__package__).rnn_layer_kernel(*self._params(), self.nonlinearity == "relu")
+
     def _step(self, x_t: Tensor, state: RNNState) -> tuple[Tensor, RNNState]:
-        if self.backend == "numba":
-            from .numba_scan import rnn_step_numba as cell
+        params = self._params()
+        if self._backend == "numba" and not needs_grad(x_t, state.h, *params):  # the fused streaming kernel
+            make = fused_kernels(__package__).rnn_layer_kernel
+            return layer_step(make, (*params, self.nonlinearity == "relu"), x_t, state)
+        if self._backend == "numba":  # differentiable: the scan's autograd Function, one step
+            from .numba_scan import rnn_scan_numba
+
+            h = rnn_scan_numba(x_t.unsqueeze(1), *params, self.nonlinearity, state.h)[1]
         else:
-            cell = rnn_cell
-        h = cell(x_t, state.h, *self._params(), nonlinearity=self.nonlinearity)
+            h = rnn_cell(x_t, state.h, *params, nonlinearity=self.nonlinearity)
         return h, RNNState(h)

@@ -30,7 +30,7 @@ Implementation notes:
 - The elementwise loops vectorize (AVX2/AVX-512): `tanh` is the kernel toolkit's (`seqmem._kernels`:
   arithmetic only, in the arrays' precision, exactly +-1 at saturation, NaN kept), and the kernels use
   IEEE division (`error_model="numpy"`: no zero-divisor branch).
-- The no-grad `step` keeps numpy views of the parameters between calls (see `_StepCache`).
+- The no-grad `step` is the fused streaming kernel of `seqmem.rnn.numba_stream` on one layer.
 
 References:
     Elman, J. L. (1990). Finding structure in time. Cognitive Science 14(2), eq. (1)-(2).
@@ -116,127 +116,10 @@ def _rnn_backward(gy, ghT, h0, w_hh, y, relu):  # pragma: no cover - compiled
     return delta, g
 
 
-@njit(**KERNEL)
-def _rnn_step(x, h, w_ih, w_hh, b_ih, b_hh, relu):  # pragma: no cover - compiled
-    """One step with its input projection: x `(B, I)`, h `(B, H)`; returns h_new `(B, H)`."""
-    B = x.shape[0]
-    H = w_hh.shape[0]
-    out = np.empty((B, H), dtype=x.dtype)
-    gx = np.empty((B, H), dtype=x.dtype)
-    if B == 1:  # matrix-vector products
-        np.dot(w_ih, x[0], gx[0])
-        np.dot(w_hh, h[0], out[0])
-    else:
-        np.dot(x, w_ih.T, gx)
-        np.dot(h, w_hh.T, out)
-    has_bi, has_bh = b_ih.shape[0] > 0, b_hh.shape[0] > 0
-    for b in range(B):
-        o, g = out[b], gx[b]
-        if has_bi:
-            for j in range(H):
-                g[j] += b_ih[j]
-        if has_bh:
-            for j in range(H):
-                o[j] += b_hh[j]
-        if relu:
-            for j in range(H):
-                s = g[j] + o[j]
-                o[j] = _like(s, 0.0) if s < 0.0 else s
-        else:
-            for j in range(H):
-                o[j] = _tanh(g[j] + o[j])
-    return out
-
-
 # ====================================================================== shared wrapper helpers
 def _params(w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any) -> dict[str, Any]:
     """The parameters of a single-state recurrence (RNN, GRU) by name, for `_check_recurrent_args`."""
     return {"weight_ih": w_ih, "weight_hh": w_hh, "bias_ih": b_ih, "bias_hh": b_hh}
-
-
-class _StepCache:
-    """What the no-grad `step` fast path reuses between calls, found again by object identity.
-
-    - `params`: `id(weight_hh) -> (w_ih, w_hh, b_ih, b_hh, their data_ptr()s, numpy views)`. A view
-      shares memory with its tensor, so in-place updates (optimizer steps, `load_state_dict`) show
-      through; the entry is rebuilt when a storage moves (`p.data = ...`, `module.to(...)`). At most
-      `size` entries, the oldest evicted first (they keep their tensors alive).
-    - `last`: `(tensor, numpy view, data_ptr)` of the state the last call returned, which is the
-      `h` of the next call when streaming: its conversion is skipped.
-    """
-
-    def __init__(self, size: int = 8) -> None:
-        self.size = size
-        self.params: dict[int, tuple[Any, ...]] = {}
-        self.last: tuple[Any, ...] = (None, None, 0)
-
-    def store(self, params: tuple[Tensor | None, ...], arrays: tuple[np.ndarray, ...]) -> None:
-        if any(p is not None and not p.is_contiguous() for p in params):
-            return  # the arrays are copies: they would not see in-place updates
-        if len(self.params) >= self.size:
-            self.params.pop(next(iter(self.params)), None)
-        ptrs = tuple(p.data_ptr() if p is not None else 0 for p in params)
-        self.params[id(params[1])] = (*params, *ptrs, arrays)
-
-    def remember(self, out: np.ndarray) -> Tensor:
-        """Wrap the kernel's output as a tensor and remember both for the next call."""
-        t = torch.from_numpy(out)
-        self.last = (t, out, t.data_ptr())
-        return t
-
-
-def _fast_step_arrays(
-    cache: _StepCache,
-    x_t: Tensor,
-    h: Tensor,
-    w_ih: Tensor,
-    w_hh: Tensor,
-    b_ih: Tensor | None,
-    b_hh: Tensor | None,
-) -> tuple[np.ndarray, ...] | None:
-    """`(x, h, w_ih, w_hh, b_ih, b_hh)` as numpy arrays from the cache after a few cheap checks, or
-    `None` when anything is unusual (the caller then takes `_checked_step_arrays`)."""
-    e = cache.params.get(id(w_hh))
-    if (
-        e is None or e[0] is not w_ih or e[1] is not w_hh or e[2] is not b_ih or e[3] is not b_hh
-        or e[4] != w_ih.data_ptr() or e[5] != w_hh.data_ptr()
-        or (b_ih is not None and e[6] != b_ih.data_ptr()) or (b_hh is not None and e[7] != b_hh.data_ptr())
-    ):
-        return None
-    arrays = e[8]
-    last_t, last_a, last_ptr = cache.last
-    try:  # .numpy() refuses tensors that require grad or live off the CPU (and non-tensors): slow path
-        ha = last_a if h is last_t and h.data_ptr() == last_ptr else h.numpy()
-        xa = x_t.numpy()
-    except (AttributeError, RuntimeError, TypeError):
-        return None
-    w = arrays[1]
-    xs, hs = xa.shape, ha.shape
-    if (
-        len(xs) != 2 or hs != (xs[0], w.shape[1]) or xs[1] != arrays[0].shape[1] or xs[0] == 0
-        or xa.dtype != w.dtype or ha.dtype != w.dtype
-        or not (xa.flags.c_contiguous and ha.flags.c_contiguous)
-    ):
-        return None
-    return (xa, ha, *arrays)
-
-
-def _checked_step_arrays(
-    cache: _StepCache,
-    where: str,
-    x_t: Any,
-    h: Any,
-    params: tuple[Any, Any, Any, Any],
-    num_gates: int,
-) -> tuple[np.ndarray, ...]:
-    """`(x, h, w_ih, w_hh, b_ih, b_hh)` as numpy arrays after the full checks; refreshes the cache."""
-    _check_recurrent_args(where, x_t, _params(*params), {"h": h}, num_gates, rank=2)
-    w_ih, w_hh, b_ih, b_hh = params
-    empty = EMPTY[x_t.dtype]
-    arrays = (_np(w_ih), _np(w_hh),
-              empty if b_ih is None else _np(b_ih), empty if b_hh is None else _np(b_hh))
-    cache.store(params, arrays)
-    return (_np(x_t), _np(h), *arrays)
 
 
 # ====================================================================== autograd
@@ -338,9 +221,6 @@ def _rnn_scan(
     return torch.from_numpy(y), torch.from_numpy(hT)
 
 
-_STEP_CACHE = _StepCache()
-
-
 def rnn_step_numba(
     x_t: Tensor,
     h: Tensor,
@@ -353,9 +233,11 @@ def rnn_step_numba(
     r"""One step of the Elman RNN on the CPU with Numba: the streaming fast path.
 
     $h' = \phi(W_{ih} x_t + b_{ih} + W_{hh} h + b_{hh})$, as `seqmem.rnn.reference.rnn_cell`.
-    Without autograd (no input requires grad, or under `torch.no_grad()`), one compiled kernel
-    does the whole step, with the parameters' numpy views cached between calls. When autograd must
-    record the step, it runs as `rnn_scan_numba` over one time step, so gradients flow.
+    Without autograd (no input requires grad, or under `torch.no_grad()`), one call of the fused
+    streaming kernel (`seqmem.rnn.numba_stream`) does the whole step, reading the parameters in
+    place (nothing is cached between calls: writes to them are seen, calls from several threads
+    are safe). When autograd must record the step, it runs as `rnn_scan_numba` over one time step,
+    so gradients flow.
 
     Args:
         x_t: `(batch, input_size)` float32 or float64 CPU tensor.
@@ -385,10 +267,10 @@ def rnn_step_numba(
             f"rnn_step_numba: unknown nonlinearity {nonlinearity!r}; expected one of {list(_NONLINEARITIES)}"
         )
     params = (weight_ih, weight_hh, bias_ih, bias_hh)
-    if torch.is_grad_enabled() and _needs_grad(x_t, h, *params):
-        _check_recurrent_args("rnn_step_numba", x_t, _params(*params), {"h": h}, 1, rank=2)
+    _check_recurrent_args("rnn_step_numba", x_t, _params(*params), {"h": h}, 1, rank=2)
+    if _needs_grad(x_t, h, *params):
         return _rnn_scan(x_t.unsqueeze(1), *params, relu, h)[1]
-    arrays = _fast_step_arrays(_STEP_CACHE, x_t, h, *params)
-    if arrays is None:
-        arrays = _checked_step_arrays(_STEP_CACHE, "rnn_step_numba", x_t, h, params, 1)
-    return _STEP_CACHE.remember(_rnn_step(*arrays, relu))
+    from ..stream import layer_step
+    from .numba_stream import rnn_layer_kernel
+
+    return layer_step(rnn_layer_kernel, (*params, relu), x_t, (h,))[0]

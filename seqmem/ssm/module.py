@@ -11,8 +11,10 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from .._module import SequenceModule, _check_positive_int
+from .._module import SequenceModule, _check_positive_int, fused_kernels
+from .._stream_table import LayerKernel
 from ..protocol import SSMState
+from ..stream import kernel_step
 from .reference import selective_scan, selective_scan_step
 
 __all__ = ["ScanInputs", "SelectiveSSM"]
@@ -308,8 +310,20 @@ class SelectiveSSM(SequenceModule):
         y = y * F.silu(z)  # (B, T, Din)
         return self.out_proj(y), SSMState(conv, h)
 
+    def _stream_layer(self) -> LayerKernel | None:
+        if self._backend != "numba":
+            return None
+        return fused_kernels(__package__).ssm_layer_kernel(self)
+
     def _step(self, x_t: Tensor, state: SSMState) -> tuple[Tensor, SSMState]:
         # x_t: (B, d_model)
+        if self._backend == "numba" and not (
+            torch.is_grad_enabled() and any(t.requires_grad for t in (x_t, *state, *self.parameters()))
+        ):  # the fused streaming kernel: the whole block in one call, parameters read in place
+            with torch.no_grad():
+                out = kernel_step(self._stream_layer(), x_t, state)
+            if out is not None:
+                return out
         xz = self.in_proj(x_t)  # (B, 2 Din)
         x_in, z = xz.chunk(2, dim=-1)  # (B, Din) each
         window = torch.cat([state.conv, x_in.unsqueeze(-1)], dim=-1)  # (B, Din, K): the state rolled by one

@@ -70,7 +70,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .._kernels import KERNEL, PKERNEL, _check_shape, _check_tensors, _exp, _fma, _np
-from .._numba import njit, numba, prange
+from .._numba import njit, numba, parallel_launch, prange
 
 __all__ = ["selective_scan_numba", "selective_scan_step_numba"]
 
@@ -289,16 +289,23 @@ def _block_width(batch: int, channels: int) -> int:
 
 
 def _launch(kernel, work: int, items: int, *args) -> None:
-    """Run `kernel(*args)`, on one thread when `work` (state updates) or `items` is too small to share."""
+    """Run `kernel(*args)`, on one thread when `work` (state updates) or `items` is too small to share.
+
+    Launches are serialised between Python threads (`parallel_launch`: numba's workqueue layer aborts the
+    process on concurrent parallel launches, single-threaded ones included). A serial twin of the kernels
+    would run concurrently, but without the `noalias` arguments of the `prange` body its backward loops
+    vectorise worse (measured 2x slower), so one lock it is.
+    """
     threads = numba.get_num_threads()
-    if threads == 1 or (work >= _PARALLEL_MIN_WORK and items > 1) or numba.config.DISABLE_JIT:
-        kernel(*args)
-        return
-    numba.set_num_threads(1)  # thread-local: other threads' settings are untouched
-    try:
-        kernel(*args)
-    finally:
-        numba.set_num_threads(threads)
+    with parallel_launch():
+        if threads == 1 or (work >= _PARALLEL_MIN_WORK and items > 1) or numba.config.DISABLE_JIT:
+            kernel(*args)
+            return
+        numba.set_num_threads(1)  # thread-local: other threads' settings are untouched
+        try:
+            kernel(*args)
+        finally:
+            numba.set_num_threads(threads)
 
 
 def _pad_channels(a: np.ndarray, axis: int, size: int) -> np.ndarray:

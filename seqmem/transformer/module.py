@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from einops import rearrange
@@ -39,6 +40,17 @@ class _CausalSelfAttention(nn.Module):
         y = rearrange(y, "b h t d -> b t (h d)")  # (B, T, C)
         return self.out_proj(y), k, v
 
+    def forward_into(self, x: Tensor, k_buf: Tensor, v_buf: Tensor, t0: int, cos: Tensor, sin: Tensor) -> Tensor:
+        """`forward` with the cache kept in buffers `(B, nh, capacity, hs)` whose first `t0` positions
+        hold the past: the new keys and values are written at `t0 .. t0+T-1` (no concatenation)."""
+        B, T, C = x.shape
+        # (views, not einops: this runs once per token when streaming, where every op's overhead counts)
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)  # (B, nh, T, hs)
+        k_buf[:, :, t0 : t0 + T] = apply_rotary(k, cos, sin)
+        v_buf[:, :, t0 : t0 + T] = v
+        y = causal_attention(apply_rotary(q, cos, sin), k_buf[:, :, : t0 + T], v_buf[:, :, : t0 + T])
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, C))  # (B, nh, T, hs) -> (B, T, C)
+
 
 class _MLP(nn.Module):
     """Position-wise feed-forward: `Linear(C, r C) -> GELU -> Linear(r C, C)`."""
@@ -70,6 +82,11 @@ class _Block(nn.Module):
         x = x + a  # (B, T, C)
         x = x + self.mlp(self.norm_mlp(x))  # (B, T, C)
         return x, k, v
+
+    def forward_into(self, x: Tensor, k_buf: Tensor, v_buf: Tensor, t0: int, cos: Tensor, sin: Tensor) -> Tensor:
+        """`forward` over cache buffers (see `_CausalSelfAttention.forward_into`)."""
+        x = x + self.attn.forward_into(self.norm_attn(x), k_buf, v_buf, t0, cos, sin)  # (B, T, C)
+        return x + self.mlp(self.norm_mlp(x))  # (B, T, C)
 
 
 class CausalTransformer(SequenceModule):
@@ -255,6 +272,32 @@ class CausalTransformer(SequenceModule):
         y = self.norm_out(h)  # (B, T, C)
         return y, KVCache(torch.stack(ks), torch.stack(vs))  # (L, B, nh, t0+T, hs)
 
+    def _forward_into(
+        self, x: Tensor, k_buf: Tensor, v_buf: Tensor, t0: int, rotary: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
+        """The stack over `x (B, T, C)` at positions `t0 ..`, the cache in buffers
+        `(n_layers, B, nh, capacity, hs)` (the first `t0` positions filled; `T` more are written).
+        `rotary`: the `(cos, sin)` of these positions, `(T, hs/2)` each, if the caller has them."""
+        if rotary is None:
+            positions = torch.arange(t0, t0 + x.shape[1], device=x.device)  # (T,)
+            rotary = rotary_cos_sin(positions, self.head_dim, self.rope_base, dtype=x.dtype)  # (T, hs/2)
+        cos, sin = rotary
+        h = x
+        for layer, block in enumerate(self.blocks):
+            h = block.forward_into(h, k_buf[layer], v_buf[layer], t0, cos, sin)  # (B, T, C)
+        return self.norm_out(h)
+
     def _step(self, x_t: Tensor, state: KVCache) -> tuple[Tensor, KVCache]:
-        y, state = self._forward(x_t[:, None, :], state)  # (B, 1, C)
-        return y[:, 0], state
+        # one new cache of t + 1 positions, the old one copied in once (no per-layer cat and stack)
+        L, B, nh, t, hs = state.k.shape
+        k = state.k.new_empty(L, B, nh, t + 1, hs)
+        v = state.v.new_empty(L, B, nh, t + 1, hs)
+        k[:, :, :, :t] = state.k
+        v[:, :, :, :t] = state.v
+        y = self._forward_into(x_t[:, None, :], k, v, t)  # (B, 1, C)
+        return y[:, 0], KVCache(k, v)
+
+    def _stream_fallback(self, batch_size: int) -> Any:
+        from .stream import KVStream
+
+        return KVStream(self, batch_size)

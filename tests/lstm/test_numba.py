@@ -214,8 +214,8 @@ def test_step_accepts_any_layout_and_keeps_old_states():
 
 
 def test_step_sees_parameter_updates():
-    """The prepared weights follow in-place updates (optimiser steps) and `.data` assignments
-    (module dtype conversions); `clear_step_cache` covers writes through `.data`."""
+    """The step reads the parameters in place: it follows in-place updates (optimiser steps), `.data`
+    assignments (module dtype conversions) and writes through `.data`, with nothing to clear."""
     x, params, h0c0 = make(5, 2, 1, 3, 4)
     params = tuple(p.detach() for p in params if p is not None)
     x_t = x[:, 0].detach().contiguous()
@@ -237,9 +237,9 @@ def test_step_sees_parameter_updates():
     params[0].data = params[0].data * 2  # new storage, same version
     check()
     check()
-    params[3].data.add_(1.0)  # invisible to torch: needs the explicit clear
-    clear_step_cache()
+    params[3].data.add_(1.0)  # invisible to torch's version counters
     check()
+    clear_step_cache()  # kept for compatibility: a no-op
     check()
 
 
