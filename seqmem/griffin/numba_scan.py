@@ -74,12 +74,15 @@ from .._kernels import (
     _sigmoid,
     _softplus,
 )
-from .._numba import njit, numba, prange
+from .._numba import njit, numba, parallel_launch, prange
 from .reference import C_DEFAULT
 
 __all__ = ["rglru_numba", "rglru_step_numba"]
 
 _INLINE = {**KERNEL, "inline": "always"}
+"""Flags of the per-element gates and the per-sequence loops: inlined in Numba's IR into the kernels. Left to
+LLVM's inliner instead (as the toolkit's scalar functions are), the kernels ran 9x slower (float32 forward,
+B=8 T=128 D=85: 2.2 ms against 0.24 ms): the loops over channels were no longer vectorised."""
 
 _PARALLEL_MIN_WORK = 1 << 16
 """Fewer elements (batch x seq_len x d_rnn) than this run on one thread."""
@@ -195,10 +198,15 @@ def _rglru_step(x, ga, gx, Lambda, c, h, out):  # pragma: no cover - compiled
 # ====================================================================== host side
 def _launch(serial: Any, parallel: Any, *args: Any) -> None:
     """Run the parallel kernel when the batch and the work are large enough to share, else the serial one:
-    waking threads costs more than a small scan (much more on a loaded machine)."""
+    waking threads costs more than a small scan (much more on a loaded machine). Parallel launches are
+    serialised between Python threads (`parallel_launch`: numba's workqueue layer aborts the process on
+    concurrent ones); the serial twins run concurrently."""
     x = args[0]
-    share = x.shape[0] > 1 and x.size >= _PARALLEL_MIN_WORK and numba.get_num_threads() > 1
-    (parallel if share else serial)(*args)
+    if x.shape[0] > 1 and x.size >= _PARALLEL_MIN_WORK and numba.get_num_threads() > 1:
+        with parallel_launch():
+            parallel(*args)
+    else:
+        serial(*args)
 
 
 def _forward(x: Tensor, ga: Tensor, gx: Tensor, Lambda: Tensor, c: float, h0: Tensor) -> Tensor:
