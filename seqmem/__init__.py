@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:  # for type checkers and the API docs; at run time, `__getattr__` below imports these
     from . import diagnostics, tasks
     from .compare import compare
+    from .griffin import Griffin, GriffinState, Hawk, HawkState
     from .gru import GRU
     from .io import load, save
     from .linear_attention import LinearAttention, LinearAttentionState
@@ -59,6 +60,10 @@ __all__ = [
     "RNN",
     "CausalTransformer",
     "GRUState",
+    "Griffin",
+    "GriffinState",
+    "Hawk",
+    "HawkState",
     "KVCache",
     "LSTMGates",
     "LSTMState",
@@ -105,6 +110,7 @@ __all__ = [
 # the submodules in `__all__` (diagnostics, tasks) are found as any submodule is.
 _HOME: dict[str, str] = {
     "compare": "compare",
+    "Griffin": "griffin", "GriffinState": "griffin", "Hawk": "griffin", "HawkState": "griffin",
     "GRU": "gru",
     "load": "io", "save": "io",
     "LinearAttention": "linear_attention", "LinearAttentionState": "linear_attention",

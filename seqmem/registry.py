@@ -63,7 +63,9 @@ STACKINGS = ("layers", "block", "residual")
 RNNs), `"block"` (one module that takes `n_layers` and ends with its own normalisation, as the
 transformer), `"residual"` (n pre-norm residual blocks `x + model(LayerNorm(x))`, as Mamba)."""
 
-_BUILTIN_MODELS = ("rnn", "lstm", "gru", "transformer", "ssm", "minrnn", "linear_attention", "mlstm")
+_BUILTIN_MODELS = (
+    "rnn", "lstm", "gru", "transformer", "ssm", "minrnn", "griffin", "linear_attention", "mlstm",
+)
 """The built-in families' folders; each `seqmem/<folder>/spec.py` holds `SPECS`, a tuple of `ModelSpec`."""
 
 _BUILTIN_TASKS = "seqmem.tasks"

@@ -52,6 +52,11 @@ MINIMAL = {
     "s4d": ModelConfig("s4d", d_model=1, d_state=1, d_conv=1, expand=1),
     "mingru": ModelConfig("mingru", input_size=1, hidden_size=1),
     "minlstm": ModelConfig("minlstm", input_size=1, hidden_size=1),
+    "hawk": ModelConfig("hawk", d_model=1, n_layers=1, d_rnn=1, mlp_ratio=1, d_conv=1),
+    "griffin": ModelConfig(
+        "griffin", d_model=2, n_heads=1, n_layers=2, window=1, d_rnn=1, mlp_ratio=1, d_conv=1,
+        block_types=("recurrent", "attention"),
+    ),
     "linear-attention": ModelConfig("linear-attention", d_model=1, n_heads=1, n_layers=1, mlp_ratio=1, chunk_size=1),
     "retention": ModelConfig("retention", d_model=1, n_heads=1, n_layers=1, mlp_ratio=1, chunk_size=1),
     "mlstm": ModelConfig("mlstm", d_model=1, n_heads=1, expand=1, d_conv=1, qkv_block_size=1, chunk_size=1),
@@ -65,6 +70,8 @@ TYPICAL = {
     "s4d": ModelConfig("s4d", d_model=4, d_state=4, d_conv=4, expand=2),
     "mingru": ModelConfig("mingru", input_size=3, hidden_size=5),
     "minlstm": ModelConfig("minlstm", input_size=3, hidden_size=5),
+    "hawk": ModelConfig("hawk", d_model=4, n_layers=2),
+    "griffin": ModelConfig("griffin", d_model=8, n_heads=2, n_layers=3, window=4),  # 16 steps cross the window
     # chunks of 4 positions: the 16-step examples cross chunk boundaries, the 512-step one 128 of them
     "linear-attention": ModelConfig("linear-attention", d_model=8, n_heads=2, n_layers=2, chunk_size=4),
     "retention": ModelConfig("retention", d_model=8, n_heads=2, n_layers=2, chunk_size=4),
@@ -79,6 +86,11 @@ ODD = {
     "s4d": ModelConfig("s4d", d_model=5, d_state=3, d_conv=2, expand=1, conv_bias=False),
     "mingru": ModelConfig("mingru", input_size=7, hidden_size=3, bias=False),
     "minlstm": ModelConfig("minlstm", input_size=7, hidden_size=3, bias=False),
+    "hawk": ModelConfig("hawk", d_model=5, n_layers=2, d_rnn=3, mlp_ratio=2, d_conv=3, c=2.0, bias=False),
+    "griffin": ModelConfig(
+        "griffin", d_model=6, n_heads=3, n_layers=3, window=3, d_rnn=5, d_conv=2,
+        block_types=("attention", "recurrent"), bias=False, rope_base=10.0,
+    ),
     "linear-attention": ModelConfig(
         "linear-attention", d_model=5, n_heads=2, d_k=3, d_v=2, n_layers=1, mlp_ratio=2, decay=(0.9, 0.6),
         gate=True, bias=False, chunk_size=3,

@@ -15,6 +15,8 @@ SMALL = {
     "transformer": ((8,), {"n_heads": 2, "n_layers": 1}),
     "mamba": ((3,), {"d_state": 4, "expand": 2}),
     "s4d": ((3,), {"d_state": 4, "expand": 2}),
+    "hawk": ((4,), {"n_layers": 2}),
+    "griffin": ((8,), {"n_heads": 2, "window": 3}),
 }
 
 
@@ -32,6 +34,7 @@ def model(request):
 def test_model_names_match_the_design():
     """DESIGN.md's six come first, in its order; the families of issue 12 follow."""
     assert seqmem.model_names()[:6] == ["rnn", "lstm", "gru", "transformer", "mamba", "s4d"]
+    assert set(SMALL) <= set(seqmem.model_names())
 
 
 def test_every_model_satisfies_the_protocol(model):
