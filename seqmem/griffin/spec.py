@@ -30,10 +30,13 @@ def _common_fields(max_size: int) -> dict[str, Any]:
 
 
 def _hawk_configs(max_size: int) -> Any:
-    """`d_model`, `n_layers` (1-3), `d_rnn` (default or 1..max), `mlp_ratio`, `d_conv` (1-4), `c`, `bias`."""
+    """`d_model` (from 2: at width 1 an `RMSNorm` returns sign(x) and its gradient is a cancellation to
+    about 0 that rounds to 1e-3 relative in float32 in every backend, so float32 comparisons of it test
+    luck), `n_layers` (1-3), `d_rnn` (default or 1..max), `mlp_ratio`, `d_conv` (1-4), `c`, `bias`."""
     from hypothesis import strategies as st
 
-    return st.fixed_dictionaries({"d_model": st.integers(1, max_size), **_common_fields(max_size)})
+    d_model = st.integers(min(2, max_size), max_size)
+    return st.fixed_dictionaries({"d_model": d_model, **_common_fields(max_size)})
 
 
 def _griffin_configs(max_size: int) -> Any:
