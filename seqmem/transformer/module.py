@@ -108,7 +108,9 @@ class CausalTransformer(SequenceModule):
     costs $O(t)$ per step, and its state, the `KVCache`, grows by one position per step:
     `seqmem.state_nbytes(cache)` is `2 * n_layers * batch * d_model * t * itemsize` bytes, linear in
     $t$ where the RNN, LSTM, GRU and SSM states stay constant. Chunked calls are exact:
-    `forward(x2, forward(x1)[1])` equals `forward(cat([x1, x2], 1))`, and a `step` loop equals `forward`.
+    `forward(x2, forward(x1)[1])` equals `forward(cat([x1, x2], 1))`, and a `step` loop equals `forward`,
+    also for non-finite inputs: a NaN or an infinity at step $t$ makes the outputs from $t$ on NaN and
+    leaves the earlier ones as they were (see `seqmem.transformer.reference.causal_attention`).
 
     Deterministic (no dropout). Initialisation as GPT-2: linear weights from $\mathcal{N}(0, 0.02^2)$,
     biases zero, LayerNorms at weight 1 and bias 0, and the projections that write into the residual
