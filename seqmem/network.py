@@ -341,8 +341,10 @@ class SequenceNetwork(nn.Module):
             every layer after the last step.
 
         Raises:
-            ValueError: for inputs of the wrong shape or dtype (and the models' own checks).
-            TypeError: for a state that is not a tuple of one state per layer.
+            ValueError: for inputs of the wrong shape or dtype, a token id outside `[0, vocab_size)`
+                (the message names it and its index), and the models' own checks.
+            TypeError: for an input that is not a torch tensor (e.g. a NumPy array), or a state that is
+                not a tuple of one state per layer.
         """
         h = self._embed(x, rank=2)  # (B, T, W)
         if state is None:
@@ -365,8 +367,10 @@ class SequenceNetwork(nn.Module):
             `(logits_t, state)`: `logits_t` of shape `(batch, output_size)` and the next state.
 
         Raises:
-            ValueError: for inputs of the wrong shape or dtype.
-            TypeError: for a state that is not a tuple of one state per layer.
+            ValueError: for inputs of the wrong shape or dtype, a token id outside `[0, vocab_size)`
+                (the message names it and its index), and the models' own checks.
+            TypeError: for an input that is not a torch tensor (e.g. a NumPy array), or a state that is
+                not a tuple of one state per layer.
         """
         h = self._embed(x_t, rank=1)  # (B, W)
         if state is None:
