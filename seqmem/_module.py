@@ -9,9 +9,12 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import math
+import numbers
 from types import ModuleType
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -39,6 +42,40 @@ def check_choice(what: str, value: Any, choices: tuple[str, ...] | list[str], wh
     if value not in choices:
         raise ValueError(f"{prefix}unknown {what} {value!r}; expected one of {list(choices)}")
     return value
+
+
+def _check_real(where: str, name: str, value: Any, *, low: float | None = None, above: bool = False) -> float:
+    """Return `value` as a float if it is a real number, finite in the default float dtype, at least `low`
+    (or above it); else raise.
+
+    Args:
+        where: the class or function, for the message.
+        name: the parameter's name, for the message.
+        value: what was given.
+        low: the smallest value allowed (`None`: no bound).
+        above: `value` must be strictly greater than `low`.
+
+    Raises:
+        TypeError: if `value` is not a real number (a string, a bool, `None`, a tensor).
+        ValueError: if it is NaN, infinite (also once cast to the default dtype, which holds the
+            parameters), or below the bound.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{where}: {name} must be a real number, got {type(value).__name__} {value!r}")
+    number = float(value)
+    dtype = torch.get_default_dtype()
+    if not (math.isfinite(number) and abs(number) <= torch.finfo(dtype).max):
+        raise ValueError(f"{where}: {name} must be finite (in {dtype}, the parameters' dtype), got {value!r}")
+    if low is not None and (number <= low if above else number < low):
+        raise ValueError(f"{where}: {name} must be {'>' if above else '>='} {low}, got {number}")
+    return number
+
+
+def _check_flag(where: str, **flags: Any) -> None:
+    """Raise a `TypeError` naming the first of `flags` that is not a bool (`bias="no"` would be truthy)."""
+    for name, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{where}: {name} must be True or False, got {type(value).__name__} {value!r}")
 
 
 def _check_positive_int(where: str, **sizes: Any) -> None:

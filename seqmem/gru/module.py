@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .._module import fused_kernels
+from .._module import _check_flag, fused_kernels
 from .._recurrent import RecurrentBase, needs_grad
 from .._stream_table import LayerKernel
 from ..protocol import GRUState
@@ -37,6 +37,7 @@ class GRU(RecurrentBase):
         bias_hh (Tensor | None): `(3H,)` recurrent bias, or `None` without bias.
 
     Raises:
+        TypeError: if `bias` or `reset_after` is not a bool.
         ValueError: for a non-positive size or an unknown backend.
 
     References:
@@ -67,6 +68,7 @@ class GRU(RecurrentBase):
         reset_after: bool = True,
         backend: str = "torch",
     ) -> None:
+        _check_flag("GRU", reset_after=reset_after)
         super().__init__(input_size, hidden_size, bias=bias, backend=backend)
         self.reset_after = bool(reset_after)
         self.reset_parameters()

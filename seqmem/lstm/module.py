@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._module import fused_kernels
+from .._module import _check_flag, _check_real, fused_kernels
 from .._recurrent import RecurrentBase, needs_grad
 from .._stream_table import LayerKernel
 from ..protocol import LSTMState
@@ -41,7 +41,8 @@ class LSTM(RecurrentBase):
         weight_peephole (Tensor | None): `(3, H)` peephole weights of the `i, f, o` gates, or `None`.
 
     Raises:
-        ValueError: for a non-positive size or an unknown backend.
+        TypeError: if `forget_bias` is not a real number, or `bias`/`peephole` not a bool.
+        ValueError: for a non-positive size, a NaN or infinite `forget_bias`, or an unknown backend.
 
     References:
         Hochreiter, S. & Schmidhuber, J. (1997). Long short-term memory. Neural Computation 9(8).
@@ -73,8 +74,10 @@ class LSTM(RecurrentBase):
         peephole: bool = False,
         backend: str = "torch",
     ) -> None:
+        forget_bias = _check_real("LSTM", "forget_bias", forget_bias)
+        _check_flag("LSTM", peephole=peephole)
         super().__init__(input_size, hidden_size, bias=bias, backend=backend)
-        self.forget_bias = float(forget_bias)
+        self.forget_bias = forget_bias
         self.peephole = bool(peephole)
         if self.peephole:
             self.weight_peephole = nn.Parameter(torch.empty(3, hidden_size))

@@ -37,6 +37,7 @@ class RNN(RecurrentBase):
         bias_hh (Tensor | None): `(H,)` recurrent bias $b_{hh}$, or `None` without bias.
 
     Raises:
+        TypeError: if `nonlinearity` is not a string or `bias` not a bool.
         ValueError: for a non-positive size, or an unknown nonlinearity or backend.
 
     References:

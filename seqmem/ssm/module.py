@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from .._module import SequenceModule, _check_positive_int, fused_kernels
+from .._module import SequenceModule, _check_flag, _check_positive_int, _check_real, fused_kernels
 from .._stream_table import LayerKernel
 from ..protocol import SSMState
 from ..stream import kernel_step
@@ -112,9 +112,11 @@ class SelectiveSSM(SequenceModule):
         out_proj: `Linear(d_inner, d_model)`.
 
     Raises:
+        TypeError: if a step-size bound is not a real number, or `selective`, `bias` or `conv_bias`
+            not a bool.
         ValueError: for a non-positive size, a `dt_rank` that is neither `"auto"` nor a positive int,
-            step-size bounds that are not `0 < dt_min < dt_max`, a negative `dt_init_floor`, or an
-            unknown backend.
+            step-size bounds that are not finite with `0 < dt_min < dt_max`, a negative
+            `dt_init_floor`, or an unknown backend.
 
     References:
         Gu, A. & Dao, T. (2023). Mamba: linear-time sequence modeling with selective state spaces.
@@ -157,11 +159,11 @@ class SelectiveSSM(SequenceModule):
         elif isinstance(dt_rank, str):
             raise ValueError(f"{where}: dt_rank must be 'auto' or a positive int, got {dt_rank!r}")
         _check_positive_int(where, dt_rank=dt_rank)
-        dt_min, dt_max, dt_init_floor = float(dt_min), float(dt_max), float(dt_init_floor)
+        dt_min, dt_max = _check_real(where, "dt_min", dt_min), _check_real(where, "dt_max", dt_max)
         if not 0.0 < dt_min < dt_max:
             raise ValueError(f"{where}: expected 0 < dt_min < dt_max, got dt_min={dt_min}, dt_max={dt_max}")
-        if not dt_init_floor >= 0.0:
-            raise ValueError(f"{where}: dt_init_floor must be >= 0, got {dt_init_floor}")
+        dt_init_floor = _check_real(where, "dt_init_floor", dt_init_floor, low=0.0)
+        _check_flag(where, selective=selective, bias=bias, conv_bias=conv_bias)
         super().__init__(backend)
 
         self.d_model = d_model  # D in the paper
@@ -221,6 +223,12 @@ class SelectiveSSM(SequenceModule):
                 + math.log(self.dt_min)
             ).clamp(min=self.dt_init_floor)  # (Din,) log-uniform in [dt_min, dt_max]
             inv_dt = _inverse_softplus(dt)
+            if not torch.isfinite(inv_dt).all():  # e.g. dt_min below the dtype's smallest number, no floor
+                raise ValueError(
+                    f"{type(self).__name__}: dt_min={self.dt_min}, dt_max={self.dt_max} and dt_init_floor="
+                    f"{self.dt_init_floor} give step sizes whose inverse softplus is not finite in {dt.dtype} "
+                    f"(smallest step {dt.min().item():.3g}); raise dt_min or dt_init_floor"
+                )
             if self.selective:
                 self.x_proj.reset_parameters()
                 std = self.dt_rank**-0.5

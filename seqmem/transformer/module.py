@@ -9,7 +9,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from .._module import SequenceModule, _check_positive_int
+from .._module import SequenceModule, _check_flag, _check_positive_int, _check_real
 from ..protocol import KVCache
 from .reference import apply_rotary, causal_attention, rotary_cos_sin
 
@@ -135,8 +135,9 @@ class CausalTransformer(SequenceModule):
         norm_out: the final LayerNorm over `d_model`.
 
     Raises:
+        TypeError: if `rope_base` is not a real number or `bias` not a bool.
         ValueError: for a non-positive size, `d_model` not divisible by `n_heads`, an odd head size
-            `d_model // n_heads`, a non-positive `rope_base`, or an unknown backend.
+            `d_model // n_heads`, a `rope_base` that is not positive and finite, or an unknown backend.
 
     References:
         Vaswani, A. et al. (2017). Attention is all you need. NeurIPS (eq. 1).
@@ -185,17 +186,15 @@ class CausalTransformer(SequenceModule):
                 f"{name}: the head size d_model // n_heads must be even for rotary embeddings, got "
                 f"d_model={d_model}, n_heads={n_heads} -> head_dim={head_dim}"
             )
-        if isinstance(rope_base, bool) or not isinstance(rope_base, (int, float)):
-            raise ValueError(f"{name}: rope_base must be a positive number, got {rope_base!r}")
-        if not (math.isfinite(rope_base) and rope_base > 0):
-            raise ValueError(f"{name}: rope_base must be a positive finite number, got {rope_base!r}")
+        rope_base = _check_real(name, "rope_base", rope_base, low=0.0, above=True)
+        _check_flag(name, bias=bias)
         super().__init__(backend)
         self.d_model = d_model
         self.n_heads = n_heads
         self.n_layers = n_layers
         self.mlp_ratio = mlp_ratio
         self.bias = bool(bias)
-        self.rope_base = float(rope_base)
+        self.rope_base = rope_base
         self.head_dim = head_dim
         self.input_size = d_model
         self.output_size = d_model
