@@ -12,13 +12,13 @@ import importlib.util
 import math
 import numbers
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SequenceModule", "check_choice", "fused_kernels"]
+__all__ = ["ActivationElements", "SequenceModule", "check_choice", "fused_kernels"]
 
 
 @functools.cache
@@ -82,6 +82,20 @@ def _check_positive_int(where: str, **sizes: Any) -> None:
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
+
+
+class ActivationElements(NamedTuple):
+    """Numbers a pass of a module holds per (sequence, position), for the estimates of `seqmem._memory`.
+
+    Attributes:
+        kept: held until the pass is over: until the backward pass when training (what autograd
+            saves, the output), or returned by a forward without gradient (the output, a KV cache).
+        transient: the most held only while the module itself runs (temporaries, the backward
+            pass's buffers): it does not add up over layers.
+    """
+
+    kept: float
+    transient: float
 
 
 class SequenceModule(nn.Module):
@@ -248,6 +262,18 @@ class SequenceModule(nn.Module):
 
     def _step(self, x_t: Tensor, state: Any) -> tuple[Tensor, Any]:
         raise NotImplementedError
+
+    def _activation_elements(self, train: bool, seq_len: int, cached: int = 0) -> ActivationElements | None:
+        """The numbers a pass holds per (sequence, position), for memory estimates; `None` if unknown.
+
+        Families derive them from what their code keeps (see `seqmem._memory`).
+
+        Args:
+            train: a training pass (forward and backward) rather than a forward without gradient.
+            seq_len: positions in the pass.
+            cached: positions already in the state before it (the transformer's KV cache).
+        """
+        return None
 
     # ------------------------------------------------------------------ checks
     def _reference_tensor(self) -> Tensor | None:

@@ -59,6 +59,14 @@ class GRU(RecurrentBase):
     num_gates = 3
     gate_names = ("r", "z", "n")  # the blocks of weight_ih / weight_hh, in torch.nn order
     torch_classes = (nn.GRU, nn.GRUCell)
+    # numbers held per position and hidden unit (kept, transient), for seqmem._memory; from the code, checked
+    # with torch.profiler (+ tracemalloc for NumPy). torch: gx (3H), each h_t and their stack; training keeps
+    # r, z, n and their products at every step. numba: gx (3H) and y; training keeps y and r, z, n, q (4H),
+    # and the backward adds d_gx (3H) and e_n.
+    _activations_per_unit = {
+        ("torch", False): (1.0, 4.25), ("torch", True): (10.0, 4.0),
+        ("numba", False): (1.0, 3.5), ("numba", True): (5.5, 7.5),
+    }
 
     def __init__(
         self,

@@ -64,6 +64,14 @@ class LSTM(RecurrentBase):
     num_gates = 4
     gate_names = ("i", "f", "g", "o")  # the blocks of weight_ih / weight_hh, in torch.nn order
     torch_classes = (nn.LSTM, nn.LSTMCell)
+    # numbers held per position and hidden unit (kept, transient), for seqmem._memory; from the code, checked
+    # with torch.profiler (+ tracemalloc for NumPy). torch: gx (4H), each h_t and their stack; training keeps
+    # the gates i, f, g, o, c_t, tanh(c_t) and h_t of every step. numba: gx (4H) and y; training keeps y,
+    # c_all and the gates (6H) and the backward adds dz (4H).
+    _activations_per_unit = {
+        ("torch", False): (1.0, 5.25), ("torch", True): (9.0, 5.0),
+        ("numba", False): (1.0, 4.5), ("numba", True): (6.5, 8.0),
+    }
 
     def __init__(
         self,

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from .._module import SequenceModule, _check_flag, _check_positive_int, _check_real, fused_kernels
+from .._module import ActivationElements, SequenceModule, _check_flag, _check_positive_int, _check_real, fused_kernels
 from .._stream_table import LayerKernel
 from ..protocol import SSMState
 from ..stream import kernel_step
@@ -347,6 +347,26 @@ class SelectiveSSM(SequenceModule):
         y, h = scan_step(u, delta, A, B, C, self.D, state.ssm)  # (B, Din), (B, Din, N)
         y = y * F.silu(z)
         return self.out_proj(y), SSMState(window[..., 1:].clone(), h)
+
+    def _activation_elements(self, train: bool, seq_len: int, cached: int = 0) -> ActivationElements:
+        # per position (for seqmem._memory; from the code, checked with torch.profiler and tracemalloc).
+        # The torch scan keeps, with gradient, three (d_inner, d_state) tensors per step (exp(delta A), delta B
+        # and h_t); in_proj (2 d_inner), the convolution, SiLU, delta, y and the gate add about 12 d_inner.
+        # The numba scan keeps checkpoints every sqrt(T) steps; its backward holds du, d_delta and their
+        # copies (5 d_inner) and, selective, dB and dC per block of 16 channels.
+        Din, N, D = self.d_inner, self.d_state, self.d_model
+        xdbc = self.dt_rank + 2 * N if self.selective else 0  # x_proj's (delta, B, C) per position
+        if self.backend != "numba":
+            if not train:
+                return ActivationElements(D, (7.0 if self.selective else 6.0) * Din + xdbc)
+            return ActivationElements(3 * Din * N + (12.0 if self.selective else 8.5) * Din + 1.5 * xdbc, 0.5 * Din)
+        padded = -(-Din // 16) * 16  # channels padded to the kernels' lanes of 16
+        checkpoints = N * padded / math.sqrt(seq_len)
+        if not train:
+            return ActivationElements(D, (7.5 if self.selective else 6.0) * Din + xdbc)
+        coefficients = 2 * N * -(-padded // 16) if self.selective else 0
+        kept = (13.0 if self.selective else 9.5) * Din + xdbc + checkpoints
+        return ActivationElements(kept, 5 * Din + 2 * checkpoints + coefficients)
 
     def scan_inputs(self, x: Tensor, state: SSMState | None = None) -> ScanInputs:
         """The inputs of the scan over a sequence: what the SSM sees, for diagnostics and tests.

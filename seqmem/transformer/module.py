@@ -9,7 +9,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from .._module import SequenceModule, _check_flag, _check_positive_int, _check_real
+from .._module import ActivationElements, SequenceModule, _check_flag, _check_positive_int, _check_real
 from ..protocol import KVCache
 from .reference import apply_rotary, causal_attention, rotary_cos_sin
 
@@ -287,6 +287,17 @@ class CausalTransformer(SequenceModule):
         for layer, block in enumerate(self.blocks):
             h = block.forward_into(h, k_buf[layer], v_buf[layer], t0, cos, sin)  # (B, T, C)
         return self.norm_out(h)
+
+    def _activation_elements(self, train: bool, seq_len: int, cached: int = 0) -> ActivationElements:
+        # per position (for seqmem._memory; from the code, checked with torch.profiler). Training, per block:
+        # LN, qkv (3C), rotated q and k, k and v joined to the cache, the attention output, out_proj,
+        # LN, fc_in and GELU (4C each), fc_out and two residuals: about 20C. A forward keeps the new cache
+        # (k and v of every layer, with the cached positions) and, while a block runs, its MLP and qkv.
+        # The fused attention kernels (CPU and CUDA) never hold the (T, S) score matrix.
+        C, L, past = self.d_model, self.n_layers, cached / seq_len
+        if train:
+            return ActivationElements(C * L * (19.5 + 5 * past), C)
+        return ActivationElements(C * L * (2.5 + 3 * past), 11.5 * C)
 
     def _step(self, x_t: Tensor, state: KVCache) -> tuple[Tensor, KVCache]:
         # one new cache of t + 1 positions, the old one copied in once (no per-layer cat and stack)
