@@ -109,6 +109,9 @@ class SequenceModule(nn.Module):
     backends: ClassVar[tuple[str, ...]] = ("torch",)
     # dims of each state field whose size may vary (the KV cache's time axis): {field: (dim, ...)}
     _free_state_dims: ClassVar[dict[str, tuple[int, ...]]] = {}
+    # numbers a pass holds per position and output feature, {(backend, train): (kept, transient)}, for
+    # `_activation_elements`; a family whose memory does not scale with its output size overrides that
+    _activations_per_unit: ClassVar[dict[tuple[str, bool], tuple[float, float]]] = {}
 
     input_size: int
     output_size: int
@@ -266,14 +269,20 @@ class SequenceModule(nn.Module):
     def _activation_elements(self, train: bool, seq_len: int, cached: int = 0) -> ActivationElements | None:
         """The numbers a pass holds per (sequence, position), for memory estimates; `None` if unknown.
 
-        Families derive them from what their code keeps (see `seqmem._memory`).
+        Families derive them from what their code keeps (see `seqmem._memory`); by default, the class's
+        `_activations_per_unit` table times `output_size` (the torch backend's numbers for a backend
+        the table does not list).
 
         Args:
             train: a training pass (forward and backward) rather than a forward without gradient.
             seq_len: positions in the pass.
             cached: positions already in the state before it (the transformer's KV cache).
         """
-        return None
+        table = self._activations_per_unit
+        numbers = table.get((self.backend, train), table.get(("torch", train)))
+        if numbers is None:
+            return None
+        return ActivationElements(numbers[0] * self.output_size, numbers[1] * self.output_size)
 
     # ------------------------------------------------------------------ checks
     def _reference_tensor(self) -> Tensor | None:

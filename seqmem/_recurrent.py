@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ._module import ActivationElements, SequenceModule, _check_flag, _check_positive_int
+from ._module import SequenceModule, _check_flag, _check_positive_int
 
 
 def needs_grad(*tensors: Tensor | None) -> bool:
@@ -24,8 +24,6 @@ class RecurrentBase(SequenceModule):
 
     num_gates: ClassVar[int]
     torch_classes: ClassVar[tuple[type[nn.Module], type[nn.Module]]]  # (sequence module, cell)
-    # numbers held per (sequence, position, hidden unit): {(backend, train): (kept, transient)}
-    _activations_per_unit: ClassVar[dict[tuple[str, bool], tuple[float, float]]]
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, backend: str = "torch") -> None:
         _check_positive_int(type(self).__name__, input_size=input_size, hidden_size=hidden_size)
@@ -78,11 +76,6 @@ class RecurrentBase(SequenceModule):
 
     def _reference_tensor(self) -> Tensor:
         return self._parameters["weight_hh"]
-
-    def _activation_elements(self, train: bool, seq_len: int, cached: int = 0) -> ActivationElements:
-        table = self._activations_per_unit
-        kept, transient = table.get((self.backend, train), table[("torch", train)])
-        return ActivationElements(kept * self.hidden_size, transient * self.hidden_size)
 
     def _params(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         p = self._parameters  # direct reads: nn.Module.__getattr__ costs ~0.7 us a name, per streaming step

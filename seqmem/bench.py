@@ -257,7 +257,7 @@ def _cases(
 
 
 def _check_memory(
-    models: Sequence[str],
+    models: Sequence[ModelSpec],
     backends: Sequence[str] | None,
     modes: Sequence[str],
     seq_len: int,
@@ -271,14 +271,13 @@ def _check_memory(
     The peak of a case grows with its batch and its length, so each model, backend and mode is
     estimated at the largest of both (step mode: batch 1 and the longest stream measured).
     """
-    for name in models:
-        supported = _build_model(name, 8, "torch").backends  # a tiny probe: the backends are the class's
+    for spec in models:
         makers: list[tuple[str, Callable[[int], nn.Module]]] = [
-            (f"{name}/{b}", functools.partial(_build_model, name, backend=b))
-            for b in supported if backends is None or b in backends
+            (f"{spec.name}/{b}", functools.partial(_build_model, spec, backend=b))
+            for b in spec.backends if backends is None or b in backends
         ]
-        if baselines and name in BASELINES:
-            seq_cls = BASELINES[name][0]
+        if baselines and spec.torch_equivalents:
+            seq_cls = spec.torch_equivalents[0]
             makers.append((f"torch.nn.{seq_cls.__name__}", functools.partial(_baseline, seq_cls)))
         for label, make in makers:
             for mode in modes:
@@ -354,7 +353,7 @@ def bench(
         if not values or any(int(v) < 1 for v in values):
             raise ValueError(f"seqmem.bench: {what} must be positive integers, got {list(values)}")
     if not force:
-        _check_memory(models, backends, modes, max(seq_lens), max(batch_sizes), width, max_step_seq_len, baselines)
+        _check_memory(specs, backends, modes, max(seq_lens), max(batch_sizes), width, max_step_seq_len, baselines)
     records: list[BenchRecord] = []
     gen = torch.Generator().manual_seed(0)
     with threads(num_threads):

@@ -22,8 +22,7 @@ from seqmem.cli import app
 # measured / estimated peak, for every model, backend and mode: the estimate errs on the side of too much, and
 # never by more than a factor of 2 (0.67 .. 1.03 at bench sizes, batch 4-32, seq_len 256-1024, width 32-128)
 LOW, HIGH = 0.5, 1.25
-CASES = [(name, backend) for name in seqmem.model_names() for backend in ("torch", "numba") if name != "transformer"
-         or backend == "torch"]
+CASES = [(spec.name, backend) for spec in seqmem.list_models() for backend in spec.backends]
 
 
 def _measured(run) -> int:

@@ -29,6 +29,8 @@ FLAGS = [
     (seqmem.SelectiveSSM, {"d_model": 4}, "selective"),
     (seqmem.SelectiveSSM, {"d_model": 4}, "bias"),
     (seqmem.SelectiveSSM, {"d_model": 4}, "conv_bias"),
+    (seqmem.MinGRU, {"input_size": 3, "hidden_size": 4}, "bias"),
+    (seqmem.MinLSTM, {"input_size": 3, "hidden_size": 4}, "bias"),
 ]
 
 
