@@ -81,6 +81,12 @@ def network_files(path: str | os.PathLike[str]) -> tuple[Path, Path]:
 _atomic_write = atomic_write_bytes  # the name callers used before `seqmem._files`
 
 
+def _architecture_sha256(config: dict[str, Any]) -> str:
+    """SHA-256 of a network's config without its backend (a run-time choice, which `load` may change)."""
+    architecture = {k: v for k, v in config.items() if k != "backend"}
+    return hashlib.sha256(json.dumps(architecture, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def weights_bytes(network: SequenceNetwork) -> tuple[bytes, dict[str, Any]]:
     """Serialise a network in memory: its safetensors bytes and its JSON config (without metadata).
 
@@ -136,6 +142,10 @@ def write_network(
     Raises:
         ValueError: if `config` records a SHA-256 that is not that of `weights` (the SHA-256 is
             always written: computed here when `config` has none).
+
+    The JSON also records `config_sha256`, the SHA-256 of the architecture (the `"config"` without
+    its `backend`), so that `load` refuses a config edited after saving in a way the tensor shapes
+    do not show (the number of heads, a nonlinearity).
     """
     st_path, json_path = network_files(path)
     doc = dict(config)
@@ -145,6 +155,7 @@ def write_network(
             f"seqmem.write_network: the config records SHA-256 {str(doc['safetensors_sha256'])[:12]}... but the "
             f"weights given hash to {sha[:12]}...: they do not belong together"
         )
+    doc["config_sha256"] = _architecture_sha256(doc["config"])
     if metadata is not None:
         doc["metadata"] = metadata
     text = json.dumps(doc, indent=2, allow_nan=False) + "\n"
@@ -369,7 +380,8 @@ def load(
     weights file (names, dtypes and shapes, not the data) and checks it against the sizes the config
     gives, so a config that does not belong to the weights is refused before anything is built;
     builds the architecture (refusing one much larger than the weights file before its parameters
-    are allocated) and checks every tensor name and shape; then reads the weights, checks them
+    are allocated) and checks every tensor name and shape, and the config against the SHA-256 of
+    the architecture recorded when it was saved; then reads the weights, checks them
     against the SHA-256 the config records, warns about non-finite weights, and loads them. Only
     JSON and safetensors are parsed: nothing is unpickled, so a file from an untrusted source cannot
     run code.
@@ -385,10 +397,10 @@ def load(
     Raises:
         FileNotFoundError: if either file of the pair is missing.
         ValueError: for a file that is not what it should be (not JSON, another format, a newer
-            format version, a config SequenceNetwork refuses or whose sizes do not match the weights,
-            a corrupt safetensors file, non-float tensors, a weights file that does not match the
-            config's SHA-256, missing, unexpected or misshapen tensors); the message names the file
-            and what was expected.
+            format version, a config SequenceNetwork refuses, whose sizes do not match the weights or
+            that was changed after saving (`config_sha256`), a corrupt safetensors file, non-float
+            tensors, a weights file that does not match the config's SHA-256, missing, unexpected or
+            misshapen tensors); the message names the file and what was expected.
 
     Warns:
         UserWarning: if the config records no SHA-256 (files of older versions), naming the file.
@@ -418,6 +430,13 @@ def load(
         raise _bad(st_path, f"floating-point tensors ({', '.join(_FLOAT_DTYPES)})", "; ".join(not_float[:5]))
     _check_config_sizes(config, header, st_path, json_path)
     network = _build(config, header, st_path, json_path)
+    recorded = doc.get("config_sha256")  # files of older versions have none
+    if recorded is not None and recorded != _architecture_sha256(doc["config"]):
+        raise _bad(
+            json_path, "the config the weights were saved with (its SHA-256 is recorded as config_sha256)",
+            "the config was changed after saving (e.g. n_heads or a nonlinearity: the tensor shapes do not "
+            "show it, the network would compute something else); pass backend= to load to change the backend",
+        )
     data = st_path.read_bytes()
     _check_sha256(data, doc, st_path, json_path)
     try:

@@ -323,3 +323,25 @@ def test_check_writable_folder_refuses_a_read_only_folder(tmp_path):
             check_writable_folder(folder / "weights")
     finally:
         folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("model, key, value", [
+    ("transformer", "n_heads", 1),  # the same tensors, split into other heads
+    ("transformer", "rope_base", 500.0),
+    ("rnn", "nonlinearity", "relu"),
+    ("gru", "reset_after", False),
+])
+def test_a_config_edited_in_a_way_the_shapes_do_not_show_is_refused(tmp_path, model, key, value):
+    torch.manual_seed(0)
+    st, js = seqmem.save(seqmem.SequenceNetwork(model, 8, vocab_size=3, output_size=2), tmp_path / "net")
+    doc = json.loads(js.read_text())
+    doc["config"]["backend"] = "torch"  # a run-time choice, not the architecture: allowed
+    js.write_text(json.dumps(doc))
+    seqmem.load(st)
+    doc["config"][key] = value
+    js.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"net\.json .*config_sha256.*changed after saving"):
+        seqmem.load(st)
+    del doc["config_sha256"]  # written before the fingerprint existed: loads (its weights SHA-256 still checks)
+    js.write_text(json.dumps(doc))
+    assert seqmem.load(st).config()[key] == value
