@@ -476,8 +476,9 @@ def remove_temp_files(folder: str | os.PathLike[str], *, older_than: float = 0.0
         >>> import tempfile, pathlib
         >>> folder = pathlib.Path(tempfile.mkdtemp())
         >>> _ = (folder / ".run1.safetensors.k2x9ab_c.tmp").write_bytes(b"half a file")
-        >>> [p.name for p in remove_temp_files(folder)]
-        ['.run1.safetensors.k2x9ab_c.tmp']
+        >>> for removed in remove_temp_files(folder):
+        ...     print(removed.name)
+        .run1.safetensors.k2x9ab_c.tmp
     """
     folder = Path(folder)
     if not folder.is_dir():
