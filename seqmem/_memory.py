@@ -9,7 +9,8 @@ An estimate adds up
 - the parameters (and, for a training step, their gradients and the optimiser's state: 2 per
   parameter for Adam/AdamW),
 - the inputs, `batch x seq_len` tokens or feature vectors,
-- the activations: `itemsize x batch x positions x` the numbers held per position. Each model says
+- the activations: `itemsize x batch x positions x` the numbers held per position (and one copy of
+  the weights, which kernels concatenate or transpose for a call). Each model says
   what it holds (`SequenceModule._activation_elements`: what its code keeps for the backward pass,
   and the most its own temporaries take), so layers add up what they keep and the largest
   temporary counts once; for a forward without gradient only the largest layer counts. The rest of
@@ -19,9 +20,10 @@ An estimate adds up
 The numbers per position were derived from the code and checked against peaks measured with
 `torch.profiler` (plus NumPy's allocations, traced with `tracemalloc`, for the Numba kernels'
 buffers) for every model and backend, forward and training, at several batch sizes, lengths,
-widths and depths. The peak a pass allocates lies between 0.67 and 1.01 times the estimate's
-activations and gradients at batch 4-32, seq_len 256-1024, width 32-128, and between 0.74 and 1.11
-at the tiny sizes of `tests/test_memory.py` (small tensors are rounded up), which checks 0.5-1.25.
+widths and depths. The peak a pass allocates lies between 0.63 and 1.00 times the estimate's
+activations and gradients at batch 4-32, seq_len 256-1024, width 32-128 (every model and backend,
+forward and training), and between 0.57 and 1.06 at the tiny sizes of `tests/test_memory.py`,
+which checks 0.5-1.25.
 
 A model name or a factory `make(width)` is estimated without building the network at its full
 width: networks are built at three small widths and the parameter count and the activations,
@@ -126,12 +128,12 @@ def _leaf_outputs(module: nn.Module, inside: set[int]) -> tuple[float, float]:
     return total, last
 
 
-def _layer_elements(m: nn.Module, train: bool, seq_len: int, cached: int) -> tuple[float, float]:
+def _layer_elements(m: nn.Module, train: bool, batch_size: int, seq_len: int, cached: int) -> tuple[float, float]:
     """`(kept, transient)` numbers per position of one sequence model (or torch.nn recurrence)."""
     if isinstance(m, nn.RNNBase):
         forward, training = _TORCH_RECURRENCES.get(m.mode, (1.0, 18.5))
         return (training if train else forward) * m.hidden_size, 0.0
-    elements = m._activation_elements(train, seq_len, cached)
+    elements = m._activation_elements(train, batch_size, seq_len, cached)
     if elements is None:  # a model that does not say: all its layers' outputs, kept
         return _leaf_outputs(m, set())[0] * (2.0 if train else 1.0), 0.0
     return elements.kept, elements.transient
@@ -148,11 +150,11 @@ def _sequence_layers(module: nn.Module) -> list[nn.Module]:
     return layers
 
 
-def _activations_per_position(module: nn.Module, train: bool, seq_len: int, cached: int) -> float:
+def _activations_per_position(module: nn.Module, train: bool, batch_size: int, seq_len: int, cached: int) -> float:
     """Numbers held at the peak of a pass, per (sequence, position)."""
     layers = _sequence_layers(module)
     outside, logits = _leaf_outputs(module, {id(sub) for m in layers for sub in m.modules()})
-    sizes = [_layer_elements(m, train, seq_len, cached) for m in layers]
+    sizes = [_layer_elements(m, train, batch_size, seq_len, cached) for m in layers]
     if train:  # layers keep their activations for the backward; the largest temporary counts once
         body = sum(k for k, _ in sizes) + max((t for _, t in sizes), default=0.0)
         return body + outside + 2 * logits  # the loss: log-softmax and the logits' gradient
@@ -179,8 +181,9 @@ def _parts(
     dtype = dtype or (ref.dtype if ref is not None and ref.is_floating_point() else torch.get_default_dtype())
     itemsize = dtype.itemsize
     params = sum(p.numel() for p in module.parameters()) * itemsize
-    per_position = _activations_per_position(module, train, seq_len, cached)
-    activations = math.ceil(per_position * batch_size * seq_len * itemsize)
+    per_position = _activations_per_position(module, train, batch_size, seq_len, cached)
+    # plus one copy of the weights: kernels concatenate or transpose them for a call (the numba LSTM)
+    activations = math.ceil(per_position * batch_size * seq_len * itemsize) + params
     return params, _input_bytes(module, batch_size, seq_len + cached, itemsize), activations
 
 

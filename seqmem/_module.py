@@ -266,7 +266,9 @@ class SequenceModule(nn.Module):
     def _step(self, x_t: Tensor, state: Any) -> tuple[Tensor, Any]:
         raise NotImplementedError
 
-    def _activation_elements(self, train: bool, seq_len: int, cached: int = 0) -> ActivationElements | None:
+    def _activation_elements(
+        self, train: bool, batch_size: int, seq_len: int, cached: int = 0
+    ) -> ActivationElements | None:
         """The numbers a pass holds per (sequence, position), for memory estimates; `None` if unknown.
 
         Families derive them from what their code keeps (see `seqmem._memory`); by default, the class's
@@ -275,6 +277,7 @@ class SequenceModule(nn.Module):
 
         Args:
             train: a training pass (forward and backward) rather than a forward without gradient.
+            batch_size: sequences in the pass (a kernel may take another path for one).
             seq_len: positions in the pass.
             cached: positions already in the state before it (the transformer's KV cache).
         """

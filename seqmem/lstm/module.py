@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._module import _check_flag, _check_real, fused_kernels
+from .._module import ActivationElements, _check_flag, _check_real, fused_kernels
 from .._recurrent import RecurrentBase, needs_grad
 from .._stream_table import LayerKernel
 from ..protocol import LSTMState
@@ -66,12 +66,19 @@ class LSTM(RecurrentBase):
     torch_classes = (nn.LSTM, nn.LSTMCell)
     # numbers held per position and hidden unit (kept, transient), for seqmem._memory; from the code, checked
     # with torch.profiler (+ tracemalloc for NumPy). torch: gx (4H), each h_t and their stack; training keeps
-    # the gates i, f, g, o, c_t, tanh(c_t) and h_t of every step. numba: gx (4H) and y; training keeps y,
-    # c_all and the gates (6H) and the backward adds dz (4H).
+    # the gates i, f, g, o, c_t, tanh(c_t) and h_t of every step. numba: y only (the input projection is
+    # inside each step's product, but for a batch of one: gx, 4H); training keeps y, c_t and the gates (6H),
+    # and the backward adds dz (4H).
     _activations_per_unit = {
         ("torch", False): (1.0, 5.25), ("torch", True): (9.0, 5.0),
-        ("numba", False): (1.0, 4.5), ("numba", True): (6.5, 8.0),
+        ("numba", False): (1.0, 0.5), ("numba", True): (6.5, 4.0),
     }
+
+    def _activation_elements(self, train: bool, batch_size: int, seq_len: int, cached: int = 0) -> ActivationElements:
+        elements = super()._activation_elements(train, batch_size, seq_len, cached)
+        if self.backend == "numba" and batch_size == 1 and not train:  # gx = W_ih x + b of every step, (T, 4H)
+            return ActivationElements(elements.kept, elements.transient + 4 * self.hidden_size)
+        return elements
 
     def __init__(
         self,

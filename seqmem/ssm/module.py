@@ -348,7 +348,7 @@ class SelectiveSSM(SequenceModule):
         y = y * F.silu(z)
         return self.out_proj(y), SSMState(window[..., 1:].clone(), h)
 
-    def _activation_elements(self, train: bool, seq_len: int, cached: int = 0) -> ActivationElements:
+    def _activation_elements(self, train: bool, batch_size: int, seq_len: int, cached: int = 0) -> ActivationElements:
         # per position (for seqmem._memory; from the code, checked with torch.profiler and tracemalloc).
         # The torch scan keeps, with gradient, three (d_inner, d_state) tensors per step (exp(delta A), delta B
         # and h_t); in_proj (2 d_inner), the convolution, SiLU, delta, y and the gate add about 12 d_inner.

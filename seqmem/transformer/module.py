@@ -288,7 +288,7 @@ class CausalTransformer(SequenceModule):
             h = block.forward_into(h, k_buf[layer], v_buf[layer], t0, cos, sin)  # (B, T, C)
         return self.norm_out(h)
 
-    def _activation_elements(self, train: bool, seq_len: int, cached: int = 0) -> ActivationElements:
+    def _activation_elements(self, train: bool, batch_size: int, seq_len: int, cached: int = 0) -> ActivationElements:
         # per position (for seqmem._memory; from the code, checked with torch.profiler). Training, per block:
         # LN, qkv (3C), rotated q and k, k and v joined to the cache, the attention output, out_proj,
         # LN, fc_in and GELU (4C each), fc_out and two residuals: about 20C. A forward keeps the new cache
