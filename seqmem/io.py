@@ -358,7 +358,7 @@ def _check_sha256(data: bytes, doc: dict[str, Any], st_path: Path, json_path: Pa
 
 def _warn_nonfinite(tensors: dict[str, torch.Tensor], st_path: Path) -> None:
     bad = []
-    for name, t in tensors.items():
+    for name, t in sorted(tensors.items()):
         n = int(t.numel() - torch.isfinite(t).sum()) if t.is_floating_point() else 0
         if n:
             bad.append(f"{name} ({n} of {t.numel()})")
