@@ -31,6 +31,10 @@ FLAGS = [
     (seqmem.SelectiveSSM, {"d_model": 4}, "conv_bias"),
     (seqmem.MinGRU, {"input_size": 3, "hidden_size": 4}, "bias"),
     (seqmem.MinLSTM, {"input_size": 3, "hidden_size": 4}, "bias"),
+    (seqmem.Hawk, {"d_model": 8}, "bias"),
+    (seqmem.Griffin, {"d_model": 8}, "bias"),
+    (seqmem.MLSTM, {"d_model": 8}, "bias"),
+    *((seqmem.LinearAttention, {"d_model": 8}, flag) for flag in ("normalize", "gate", "group_norm", "bias")),
 ]
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .._module import SequenceModule, _check_positive_int, check_choice
+from .._module import SequenceModule, _check_flag, _check_positive_int, check_choice
 from ..protocol import _state_type
 from ..transformer.reference import apply_rotary, rotary_cos_sin
 from ..transformer.spec import auto_heads
@@ -268,6 +268,7 @@ class _RGLRUStack(SequenceModule):
         _check_positive_int(where, d_rnn=d_rnn)
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not (math.isfinite(c) and c > 0):
             raise ValueError(f"{where}: c must be a positive finite number, got {c!r}")
+        _check_flag(where, bias=bias)
         self.d_model = d_model
         self.n_layers = n_layers
         self.d_rnn = d_rnn  # D_RNN in the paper
@@ -440,6 +441,7 @@ class Hawk(_RGLRUStack):
         norm_out: the final RMSNorm.
 
     Raises:
+        TypeError: if `bias` is not a bool.
         ValueError: for a non-positive size, a non-positive or non-finite `c`, or an unknown backend.
 
     References:
@@ -517,6 +519,7 @@ class Griffin(_RGLRUStack):
         norm_out: the final RMSNorm.
 
     Raises:
+        TypeError: if `bias` is not a bool.
         ValueError: for a non-positive size or window, `d_model` not divisible by `n_heads`, an odd head size,
             an empty `block_types` or one with an unknown type, a non-positive `c` or `rope_base`, or an
             unknown backend.

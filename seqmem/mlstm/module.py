@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .._module import SequenceModule, _check_positive_int, check_choice
+from .._module import SequenceModule, _check_flag, _check_positive_int, check_choice
 from ..protocol import _state_type
 from .parallel import mlstm_chunkwise
 from .reference import FORGET_GATES, mlstm_step
@@ -124,6 +124,7 @@ class MLSTM(SequenceModule):
         proj_down: `Linear(d_inner, d_model)`.
 
     Raises:
+        TypeError: if `bias` is not a bool.
         ValueError: for a non-positive size, `n_heads` or `qkv_block_size` not dividing `d_inner`, an
             unknown forget gate or backend.
 
@@ -169,6 +170,7 @@ class MLSTM(SequenceModule):
                     f"got {name}={value}"
                 )
         check_choice("forget_gate", forget_gate, FORGET_GATES, where)
+        _check_flag(where, bias=bias)
         super().__init__(backend)
         self.d_model = d_model
         self.n_heads = n_heads
