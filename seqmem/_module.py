@@ -9,13 +9,16 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import math
+import numbers
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SequenceModule", "check_choice", "fused_kernels"]
+__all__ = ["ActivationElements", "SequenceModule", "check_choice", "fused_kernels"]
 
 
 @functools.cache
@@ -41,10 +44,58 @@ def check_choice(what: str, value: Any, choices: tuple[str, ...] | list[str], wh
     return value
 
 
+def _check_real(where: str, name: str, value: Any, *, low: float | None = None, above: bool = False) -> float:
+    """Return `value` as a float if it is a real number, finite in the default float dtype, at least `low`
+    (or above it); else raise.
+
+    Args:
+        where: the class or function, for the message.
+        name: the parameter's name, for the message.
+        value: what was given.
+        low: the smallest value allowed (`None`: no bound).
+        above: `value` must be strictly greater than `low`.
+
+    Raises:
+        TypeError: if `value` is not a real number (a string, a bool, `None`, a tensor).
+        ValueError: if it is NaN, infinite (also once cast to the default dtype, which holds the
+            parameters), or below the bound.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{where}: {name} must be a real number, got {type(value).__name__} {value!r}")
+    number = float(value)
+    dtype = torch.get_default_dtype()
+    if not (math.isfinite(number) and abs(number) <= torch.finfo(dtype).max):
+        raise ValueError(f"{where}: {name} must be finite (in {dtype}, the parameters' dtype), got {value!r}")
+    if low is not None and (number <= low if above else number < low):
+        raise ValueError(f"{where}: {name} must be {'>' if above else '>='} {low}, got {number}")
+    return number
+
+
+def _check_flag(where: str, **flags: Any) -> None:
+    """Raise a `TypeError` naming the first of `flags` that is not a bool (`bias="no"` would be truthy)."""
+    for name, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{where}: {name} must be True or False, got {type(value).__name__} {value!r}")
+
+
 def _check_positive_int(where: str, **sizes: Any) -> None:
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
+
+
+class ActivationElements(NamedTuple):
+    """Numbers a pass of a module holds per (sequence, position), for the estimates of `seqmem._memory`.
+
+    Attributes:
+        kept: held until the pass is over: until the backward pass when training (what autograd
+            saves, the output), or returned by a forward without gradient (the output, a KV cache).
+        transient: the most held only while the module itself runs (temporaries, the backward
+            pass's buffers): it does not add up over layers.
+    """
+
+    kept: float
+    transient: float
 
 
 class SequenceModule(nn.Module):
@@ -58,6 +109,9 @@ class SequenceModule(nn.Module):
     backends: ClassVar[tuple[str, ...]] = ("torch",)
     # dims of each state field whose size may vary (the KV cache's time axis): {field: (dim, ...)}
     _free_state_dims: ClassVar[dict[str, tuple[int, ...]]] = {}
+    # numbers a pass holds per position and output feature, {(backend, train): (kept, transient)}, for
+    # `_activation_elements`; a family whose memory does not scale with its output size overrides that
+    _activations_per_unit: ClassVar[dict[tuple[str, bool], tuple[float, float]]] = {}
 
     input_size: int
     output_size: int
@@ -211,6 +265,27 @@ class SequenceModule(nn.Module):
 
     def _step(self, x_t: Tensor, state: Any) -> tuple[Tensor, Any]:
         raise NotImplementedError
+
+    def _activation_elements(
+        self, train: bool, batch_size: int, seq_len: int, cached: int = 0
+    ) -> ActivationElements | None:
+        """The numbers a pass holds per (sequence, position), for memory estimates; `None` if unknown.
+
+        Families derive them from what their code keeps (see `seqmem._memory`); by default, the class's
+        `_activations_per_unit` table times `output_size` (the torch backend's numbers for a backend
+        the table does not list).
+
+        Args:
+            train: a training pass (forward and backward) rather than a forward without gradient.
+            batch_size: sequences in the pass (a kernel may take another path for one).
+            seq_len: positions in the pass.
+            cached: positions already in the state before it (the transformer's KV cache).
+        """
+        table = self._activations_per_unit
+        numbers = table.get((self.backend, train), table.get(("torch", train)))
+        if numbers is None:
+            return None
+        return ActivationElements(numbers[0] * self.output_size, numbers[1] * self.output_size)
 
     # ------------------------------------------------------------------ checks
     def _reference_tensor(self) -> Tensor | None:

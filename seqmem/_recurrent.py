@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ._module import SequenceModule, _check_positive_int
+from ._module import SequenceModule, _check_flag, _check_positive_int
 
 
 def needs_grad(*tensors: Tensor | None) -> bool:
@@ -27,6 +27,7 @@ class RecurrentBase(SequenceModule):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, backend: str = "torch") -> None:
         _check_positive_int(type(self).__name__, input_size=input_size, hidden_size=hidden_size)
+        _check_flag(type(self).__name__, bias=bias)
         super().__init__(backend)
         self.input_size = input_size
         self.hidden_size = hidden_size

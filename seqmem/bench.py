@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -37,6 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._memory import check_fits, estimate_forward_bytes, estimate_train_bytes
+from ._memory import format_bytes as format_bytes  # re-exported: the CLI formats with it
 from ._module import check_choice
 from ._threads import threads
 from .protocol import state_nbytes
@@ -141,6 +143,10 @@ def _build_model(model: str | ModelSpec, width: int, backend: str) -> nn.Module:
     """The model at this width, inputs of the same width, on `backend`."""
     spec = model if isinstance(model, ModelSpec) else model_spec(model)
     return spec.build(width, width, backend=backend) if backend != "torch" else spec.build(width, width)
+
+
+def _baseline(seq_cls: type[nn.Module], width: int) -> nn.Module:
+    return seq_cls(width, width, batch_first=True)
 
 
 def _timed(fn: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
@@ -250,6 +256,37 @@ def _cases(
                         yield _Case(label, "oneDNN", mode, B, T, width, module, is_baseline=True)
 
 
+def _check_memory(
+    models: Sequence[ModelSpec],
+    backends: Sequence[str] | None,
+    modes: Sequence[str],
+    seq_len: int,
+    batch_size: int,
+    width: int,
+    step_seq_len: int,
+    baselines: bool,
+) -> None:
+    """Refuse, before anything is built at full size, a grid whose largest case cannot fit in memory.
+
+    The peak of a case grows with its batch and its length, so each model, backend and mode is
+    estimated at the largest of both (step mode: batch 1 and the longest stream measured).
+    """
+    for spec in models:
+        makers: list[tuple[str, Callable[[int], nn.Module]]] = [
+            (f"{spec.name}/{b}", functools.partial(_build_model, spec, backend=b))
+            for b in spec.backends if backends is None or b in backends
+        ]
+        if baselines and spec.torch_equivalents:
+            seq_cls = spec.torch_equivalents[0]
+            makers.append((f"torch.nn.{seq_cls.__name__}", functools.partial(_baseline, seq_cls)))
+        for label, make in makers:
+            for mode in modes:
+                B, T = (1, min(seq_len, step_seq_len)) if mode == "step" else (batch_size, seq_len)
+                estimate = estimate_train_bytes if mode == "train" else estimate_forward_bytes
+                what = f"seqmem.bench: {label} {mode}, batch {B}, seq_len {T}, width {width},"
+                check_fits(estimate(make, B, T, width), what=what)
+
+
 def _default_repeats(seq_len: int, batch: int, quick: bool) -> int:
     work = seq_len * max(batch, 1)
     base = 3 if quick else 7
@@ -273,6 +310,7 @@ def bench(
     memory_max_tokens: int = 8192,
     quick: bool = False,
     progress: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> list[BenchRecord]:
     """Measure time, peak memory and state size of every model x backend against `seq_len`.
 
@@ -296,12 +334,15 @@ def bench(
             selective scan at B=32, T=1024, its own bookkeeping takes tens of GiB).
         quick: a small grid for smoke tests (`seq_lens` 32 and 128, batch 8, width 32, few repeats).
         progress: called with a description before each case.
+        force: run even if the memory estimate of the largest case exceeds the memory available.
 
     Returns:
         One `BenchRecord` per case.
 
     Raises:
-        ValueError: for unknown model names or modes, or non-positive sizes.
+        ValueError: for unknown model names or modes, non-positive sizes, or, unless `force`, a grid
+            whose largest case is estimated to need more memory than the machine has available (the
+            message gives the estimate and the memory available).
     """
     specs = resolve_models(models, "seqmem.bench") if models is not None else list_models()
     for mode in modes:
@@ -311,6 +352,8 @@ def bench(
     for what, values in (("seq_lens", seq_lens), ("batch_sizes", batch_sizes), ("width", [width])):
         if not values or any(int(v) < 1 for v in values):
             raise ValueError(f"seqmem.bench: {what} must be positive integers, got {list(values)}")
+    if not force:
+        _check_memory(specs, backends, modes, max(seq_lens), max(batch_sizes), width, max_step_seq_len, baselines)
     records: list[BenchRecord] = []
     gen = torch.Generator().manual_seed(0)
     with threads(num_threads):
@@ -764,17 +807,6 @@ def plot_bench(records: Sequence[BenchRecord], out_dir: str | os.PathLike[str]) 
                 name = f"{prefix}.png" if measure == "state_bytes" else f"{prefix}_{mode}.png"
                 written.append(save_figure(fig, out / name))
     return written
-
-
-def format_bytes(n: int | None) -> str:
-    """`1536` -> `"1.5 KiB"`; `None` -> `"-"`."""
-    if n is None:
-        return "-"
-    if n == 0:
-        return "0 B"
-    units = ["B", "KiB", "MiB", "GiB"]
-    k = min(int(math.log(max(n, 1), 1024)), len(units) - 1)
-    return f"{n / 1024**k:.3g} {units[k]}"
 
 
 def format_seconds(s: float) -> str:

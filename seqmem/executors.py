@@ -14,13 +14,17 @@ fsynced) does not depend on where the runs trained.
 `make_executor("local", jobs)` picks `"inline"` for one job and `"process"` for more.
 
 Worker processes of the pool ignore Ctrl-C (the parent handles it) and exit by themselves when the
-parent process dies, even by `kill -9`, so no orphan keeps training.
+parent process dies, even by `kill -9`, so no orphan keeps training. The processes of a local Ray
+instance end with the sweep too: Ray's fate sharing ends most of them, and a small reaper process
+(`seqmem/_ray_reaper.py`) ends the rest (Ray's agents otherwise linger for a minute after a `kill -9`).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -221,6 +225,29 @@ class ProcessExecutor(Executor):
                 pool.shutdown(wait=True)
 
 
+def _start_reaper(session_dir: str) -> subprocess.Popen[bytes] | None:
+    """Start `_ray_reaper.py`: it ends the session's processes once this process closes its stdin or dies."""
+    if not os.path.isdir("/proc"):  # it finds the session's processes through /proc (Linux)
+        return None
+    script = Path(__file__).with_name("_ray_reaper.py")
+    return subprocess.Popen(
+        [sys.executable, str(script), session_dir], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        start_new_session=True,  # out of the terminal's process group: a Ctrl-C does not stop it first
+    )
+
+
+def _stop_reaper(reaper: subprocess.Popen[bytes] | None) -> None:
+    """Close the reaper's stdin (it then ends what `ray.shutdown` left, usually nothing) and wait for it."""
+    if reaper is None:
+        return
+    reaper.stdin.close()  # type: ignore[union-attr]
+    try:
+        reaper.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        reaper.kill()
+        reaper.wait()
+
+
 def _ray_call(fn: JobFn, job: Any, threads: int) -> Any:
     from seqmem._threads import set_threads
 
@@ -235,8 +262,9 @@ class RayExecutor(Executor):
     (`ray.init(address=...)`); seqmem must then be importable on its workers (installed there, or
     shipped with `runtime_env={"py_modules": [...]}`). Without, starts a local instance with
     `ray.init(num_cpus=..., include_dashboard=False)` (no network needed, usage statistics off),
-    on which this copy of seqmem is importable, and shuts it down afterwards. If Ray is already
-    initialised in this process, that instance is used and left running.
+    on which this copy of seqmem is importable, and shuts it down afterwards; if this process dies
+    first, even by `kill -9`, the instance's processes end within seconds (on Linux). If Ray is
+    already initialised in this process, that instance is used and left running.
 
     Args:
         address: the cluster's address (e.g. `"ray://head:10001"` or `"auto"`), or `None` for a
@@ -266,6 +294,7 @@ class RayExecutor(Executor):
         self.threads = threads
         self.runtime_env = dict(runtime_env or {})
         self.workers = num_cpus or os.cpu_count() or 1
+        self._reaper: subprocess.Popen[bytes] | None = None
 
     @staticmethod
     def _import_ray() -> Any:
@@ -296,8 +325,9 @@ class RayExecutor(Executor):
         paths = [root, *filter(None, inherited.split(os.pathsep))]
         env_vars["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
         env["env_vars"] = env_vars
-        ray.init(num_cpus=self.workers, include_dashboard=False, runtime_env=env,
-                 logging_level=logging.WARNING, log_to_driver=False)
+        context = ray.init(num_cpus=self.workers, include_dashboard=False, runtime_env=env,
+                           logging_level=logging.WARNING, log_to_driver=False)
+        self._reaper = _start_reaper(context.address_info["session_dir"])
         return True
 
     def run(
@@ -351,6 +381,8 @@ class RayExecutor(Executor):
                     pass
             if started:
                 ray.shutdown()
+                _stop_reaper(self._reaper)
+                self._reaper = None
 
 
 def make_executor(

@@ -89,6 +89,34 @@ class _PreNormResidual(nn.Module):
         return x_t + y_t, state
 
 
+def _not_a_tensor(x: Any, tokens: bool, rank: int) -> None:
+    """Raise the `TypeError` for an input that is not a tensor (a NumPy array, a list)."""
+    if tokens:
+        want = "an integer torch.Tensor of shape " + ("(batch, seq_len)" if rank == 2 else "(batch,)")
+    else:
+        shape = "(batch, seq_len, input_size)" if rank == 2 else "(batch, input_size)"
+        want = f"a float torch.Tensor of shape {shape}"
+    kind = type(x)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    hint = "; convert it with torch.from_numpy(x)" if kind.__module__ == "numpy" else ""
+    raise TypeError(f"SequenceNetwork: inputs must be {want}, got {name}{hint}")
+
+
+def _check_token_ids(x: Tensor, vocab_size: int) -> None:
+    """Raise a `ValueError` naming the first token id outside `[0, vocab_size)` and where it is."""
+    if x.numel() == 0:
+        return  # the sequence model says what is wrong with an empty input
+    low, high = torch.aminmax(x)
+    if int(low) >= 0 and int(high) < vocab_size:
+        return
+    outside = (x < 0) | (x >= vocab_size)
+    where = tuple(int(i) for i in outside.nonzero()[0])
+    raise ValueError(
+        f"SequenceNetwork: token ids must be in [0, {vocab_size}) (vocab_size={vocab_size}), got {int(x[where])} "
+        f"at index {where}; {int(outside.sum())} of {x.numel()} ids are outside (min {int(low)}, max {int(high)})"
+    )
+
+
 class SequenceNetwork(nn.Module):
     """A complete network around one of seqmem's sequence models: embedding, body, head.
 
@@ -275,6 +303,8 @@ class SequenceNetwork(nn.Module):
         return tuple(layer.initial_state(batch_size, device=device, dtype=dtype) for layer in self.layers)
 
     def _embed(self, x: Tensor, rank: int) -> Tensor:
+        if not isinstance(x, Tensor):
+            _not_a_tensor(x, self.tokens, rank)
         if self.tokens:
             if x.dim() != rank or x.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
                 want = "(batch, seq_len)" if rank == 2 else "(batch,)"
@@ -282,6 +312,7 @@ class SequenceNetwork(nn.Module):
                     f"SequenceNetwork: token inputs must be an integer tensor of shape {want}, "
                     f"got {x.dtype} of shape {tuple(x.shape)}"
                 )
+            _check_token_ids(x, self.vocab_size)  # type: ignore[arg-type]
             return self.embed(x.long())
         want_shape = "(batch, seq_len, input_size)" if rank == 2 else "(batch, input_size)"
         if x.dim() != rank + 1 or x.shape[-1] != self.input_size:
@@ -310,8 +341,10 @@ class SequenceNetwork(nn.Module):
             every layer after the last step.
 
         Raises:
-            ValueError: for inputs of the wrong shape or dtype (and the models' own checks).
-            TypeError: for a state that is not a tuple of one state per layer.
+            ValueError: for inputs of the wrong shape or dtype, a token id outside `[0, vocab_size)`
+                (the message names it and its index), and the models' own checks.
+            TypeError: for an input that is not a torch tensor (e.g. a NumPy array), or a state that is
+                not a tuple of one state per layer.
         """
         h = self._embed(x, rank=2)  # (B, T, W)
         if state is None:
@@ -334,8 +367,10 @@ class SequenceNetwork(nn.Module):
             `(logits_t, state)`: `logits_t` of shape `(batch, output_size)` and the next state.
 
         Raises:
-            ValueError: for inputs of the wrong shape or dtype.
-            TypeError: for a state that is not a tuple of one state per layer.
+            ValueError: for inputs of the wrong shape or dtype, a token id outside `[0, vocab_size)`
+                (the message names it and its index), and the models' own checks.
+            TypeError: for an input that is not a torch tensor (e.g. a NumPy array), or a state that is
+                not a tuple of one state per layer.
         """
         h = self._embed(x_t, rank=1)  # (B, W)
         if state is None:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .._module import SequenceModule, _check_positive_int, check_choice
+from .._module import ActivationElements, SequenceModule, _check_flag, _check_positive_int, check_choice
 from ..protocol import _state_type
 from ..transformer.reference import apply_rotary, rotary_cos_sin
 from ..transformer.spec import auto_heads
@@ -268,6 +268,7 @@ class _RGLRUStack(SequenceModule):
         _check_positive_int(where, d_rnn=d_rnn)
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not (math.isfinite(c) and c > 0):
             raise ValueError(f"{where}: c must be a positive finite number, got {c!r}")
+        _check_flag(where, bias=bias)
         self.d_model = d_model
         self.n_layers = n_layers
         self.d_rnn = d_rnn  # D_RNN in the paper
@@ -382,6 +383,26 @@ class _RGLRUStack(SequenceModule):
             stacked["n_cached"] = (n_cached.detach() + T).clamp(max=self._cache_len)  # a count: no gradient
         return self.norm_out(x), self.state_type(**stacked)
 
+    def _activation_elements(self, train: bool, batch_size: int, seq_len: int, cached: int = 0) -> ActivationElements:
+        # per position, for seqmem._memory: measured with torch.profiler at the default block sizes
+        # (d_rnn = 4D/3, mlp_ratio 3) and scaled by the block's width (1 + mlp_ratio) D + 2 d_rnn. A recurrent
+        # block keeps its branches, gates and scan terms for the backward (the numba scan about half the
+        # torch one's); an attention block its projections and, per head, the banded scores of its window.
+        unit = ((1 + self.mlp_ratio) * self.d_model + 2 * self.d_rnn) * 3 / 20  # = d_model at the defaults
+        numba = self.backend == "numba"
+        kept = transient = 0.0
+        for kind in self.layer_types:
+            if kind == "recurrent" and train:
+                block = ((28.8 if numba else 54.0) * unit, 3.0 * unit)
+            elif kind == "recurrent":
+                block = ((0.6 if numba else 1.9) * unit, (11.5 if numba else 15.3) * unit)
+            else:
+                scores = self.n_heads * min(self.window, seq_len + cached)  # type: ignore[attr-defined]
+                block = (22.0 * unit + 4.2 * scores, 3.0 * unit) if train else (1.9 * unit, 15.0 * unit + 3.7 * scores)
+            kept += block[0]
+            transient = max(transient, block[1])
+        return ActivationElements(kept, transient)
+
     def _forward(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:
         return self._run(x, state, one_step=False)
 
@@ -440,6 +461,7 @@ class Hawk(_RGLRUStack):
         norm_out: the final RMSNorm.
 
     Raises:
+        TypeError: if `bias` is not a bool.
         ValueError: for a non-positive size, a non-positive or non-finite `c`, or an unknown backend.
 
     References:
@@ -517,6 +539,7 @@ class Griffin(_RGLRUStack):
         norm_out: the final RMSNorm.
 
     Raises:
+        TypeError: if `bias` is not a bool.
         ValueError: for a non-positive size or window, `d_model` not divisible by `n_heads`, an odd head size,
             an empty `block_types` or one with an unknown type, a non-positive `c` or `rope_base`, or an
             unknown backend.

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .._module import fused_kernels
+from .._module import _check_flag, fused_kernels
 from .._recurrent import RecurrentBase, needs_grad
 from .._stream_table import LayerKernel
 from ..protocol import GRUState
@@ -37,6 +37,7 @@ class GRU(RecurrentBase):
         bias_hh (Tensor | None): `(3H,)` recurrent bias, or `None` without bias.
 
     Raises:
+        TypeError: if `bias` or `reset_after` is not a bool.
         ValueError: for a non-positive size or an unknown backend.
 
     References:
@@ -58,6 +59,14 @@ class GRU(RecurrentBase):
     num_gates = 3
     gate_names = ("r", "z", "n")  # the blocks of weight_ih / weight_hh, in torch.nn order
     torch_classes = (nn.GRU, nn.GRUCell)
+    # numbers held per position and hidden unit (kept, transient), for seqmem._memory; from the code, checked
+    # with torch.profiler (+ tracemalloc for NumPy). torch: gx (3H), each h_t and their stack; training keeps
+    # r, z, n and their products at every step. numba: gx (3H) and y; training keeps y and r, z, n, q (4H),
+    # and the backward adds d_gx (3H) and e_n.
+    _activations_per_unit = {
+        ("torch", False): (1.0, 4.25), ("torch", True): (10.0, 4.0),
+        ("numba", False): (1.0, 3.5), ("numba", True): (5.5, 7.5),
+    }
 
     def __init__(
         self,
@@ -67,6 +76,7 @@ class GRU(RecurrentBase):
         reset_after: bool = True,
         backend: str = "torch",
     ) -> None:
+        _check_flag("GRU", reset_after=reset_after)
         super().__init__(input_size, hidden_size, bias=bias, backend=backend)
         self.reset_after = bool(reset_after)
         self.reset_parameters()

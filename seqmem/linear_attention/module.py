@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .._module import SequenceModule, _check_positive_int, check_choice
+from .._module import ActivationElements, SequenceModule, _check_flag, _check_positive_int, check_choice
 from ..protocol import _state_type
 from ..transformer.module import _MLP
 from .chunk import linear_attention_chunk
@@ -252,6 +252,7 @@ class LinearAttention(SequenceModule):
         norm_out: the final LayerNorm over `d_model`.
 
     Raises:
+        TypeError: if `normalize`, `gate`, `group_norm` or `bias` is not a bool.
         ValueError: for a non-positive size, `d_model` not divisible by `n_heads` when `d_k` or `d_v` is
             left to default, an unknown feature map, `normalize=True` with features that are not positive
             (`"identity"`: $q_t^\top z_t$ could vanish), a decay outside `(0, 1]` or with the wrong number of
@@ -310,6 +311,7 @@ class LinearAttention(SequenceModule):
         d_v = d_model // n_heads if d_v is None else d_v
         _check_positive_int(where, d_k=d_k, d_v=d_v)
         check_choice("feature_map", feature_map, FEATURE_MAPS, where)
+        _check_flag(where, normalize=normalize, gate=gate, group_norm=group_norm, bias=bias)
         if normalize and feature_map != "elu+1":
             raise ValueError(
                 f"{where}: normalize=True divides by q_t . z_t, which only positive features keep away from 0; "
@@ -424,6 +426,18 @@ class LinearAttention(SequenceModule):
         S = torch.stack([S for S, _ in states])  # (L, B, H, dk, dv)
         z = torch.stack([z for _, z in states]) if self.normalize else like.z  # (L, B, H, dk) or empty
         return LinearAttentionState(S, z)
+
+    def _activation_elements(self, train: bool, batch_size: int, seq_len: int, cached: int = 0) -> ActivationElements:
+        # per position, for seqmem._memory: measured with torch.profiler at the default sizes (mlp_ratio 4, head
+        # size d_model / n_heads). The torch chunkwise form holds, per head, a chunk's (C, C) intra-chunk scores;
+        # the numba recurrence none. Training keeps each block's projections, features, MLP and those scores.
+        D, L = self.d_model, self.n_layers
+        scores = self.n_heads * min(self.chunk_size, seq_len)
+        if self.backend == "numba":
+            return ActivationElements(21.8 * L * D, 5.0 * D) if train else ActivationElements(0.65 * L * D, 11.6 * D)
+        if train:
+            return ActivationElements(L * (24.0 * D + 1.05 * scores), 2.0 * D)
+        return ActivationElements(0.65 * L * D, 4.5 * D + 2.0 * scores)
 
     def _forward(self, x: Tensor, state: LinearAttentionState) -> tuple[Tensor, LinearAttentionState]:
         # x: (B, T, d_model)

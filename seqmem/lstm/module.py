@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._module import fused_kernels
+from .._module import ActivationElements, _check_flag, _check_real, fused_kernels
 from .._recurrent import RecurrentBase, needs_grad
 from .._stream_table import LayerKernel
 from ..protocol import LSTMState
@@ -41,7 +41,8 @@ class LSTM(RecurrentBase):
         weight_peephole (Tensor | None): `(3, H)` peephole weights of the `i, f, o` gates, or `None`.
 
     Raises:
-        ValueError: for a non-positive size or an unknown backend.
+        TypeError: if `forget_bias` is not a real number, or `bias`/`peephole` not a bool.
+        ValueError: for a non-positive size, a NaN or infinite `forget_bias`, or an unknown backend.
 
     References:
         Hochreiter, S. & Schmidhuber, J. (1997). Long short-term memory. Neural Computation 9(8).
@@ -63,6 +64,21 @@ class LSTM(RecurrentBase):
     num_gates = 4
     gate_names = ("i", "f", "g", "o")  # the blocks of weight_ih / weight_hh, in torch.nn order
     torch_classes = (nn.LSTM, nn.LSTMCell)
+    # numbers held per position and hidden unit (kept, transient), for seqmem._memory; from the code, checked
+    # with torch.profiler (+ tracemalloc for NumPy). torch: gx (4H), each h_t and their stack; training keeps
+    # the gates i, f, g, o, c_t, tanh(c_t) and h_t of every step. numba: y only (the input projection is
+    # inside each step's product, but for a batch of one: gx, 4H); training keeps y, c_t and the gates (6H),
+    # and the backward adds dz (4H).
+    _activations_per_unit = {
+        ("torch", False): (1.0, 5.25), ("torch", True): (9.0, 5.0),
+        ("numba", False): (1.0, 0.5), ("numba", True): (6.5, 4.0),
+    }
+
+    def _activation_elements(self, train: bool, batch_size: int, seq_len: int, cached: int = 0) -> ActivationElements:
+        elements = super()._activation_elements(train, batch_size, seq_len, cached)
+        if self.backend == "numba" and batch_size == 1 and not train:  # gx = W_ih x + b of every step, (T, 4H)
+            return ActivationElements(elements.kept, elements.transient + 4 * self.hidden_size)
+        return elements
 
     def __init__(
         self,
@@ -73,8 +89,10 @@ class LSTM(RecurrentBase):
         peephole: bool = False,
         backend: str = "torch",
     ) -> None:
+        forget_bias = _check_real("LSTM", "forget_bias", forget_bias)
+        _check_flag("LSTM", peephole=peephole)
         super().__init__(input_size, hidden_size, bias=bias, backend=backend)
-        self.forget_bias = float(forget_bias)
+        self.forget_bias = forget_bias
         self.peephole = bool(peephole)
         if self.peephole:
             self.weight_peephole = nn.Parameter(torch.empty(3, hidden_size))

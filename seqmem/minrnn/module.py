@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._module import SequenceModule, _check_positive_int
+from .._module import SequenceModule, _check_flag, _check_positive_int
 from ..protocol import _state_type
 from .parallel import mingru_parallel, minlstm_parallel
 from .reference import mingru_recurrent, mingru_step, minlstm_recurrent, minlstm_step
@@ -55,6 +55,7 @@ class _MinRNN(SequenceModule):
     ) -> None:
         hidden_size = input_size if hidden_size is None else hidden_size
         _check_positive_int(type(self).__name__, input_size=input_size, hidden_size=hidden_size)
+        _check_flag(type(self).__name__, bias=bias)
         super().__init__(backend)
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -162,6 +163,7 @@ class MinGRU(_MinRNN):
         bias_ih: `(2H,)` or `None`.
 
     Raises:
+        TypeError: if `bias` is not a bool.
         ValueError: for a non-positive size or an unknown backend.
 
     References:
@@ -180,6 +182,14 @@ class MinGRU(_MinRNN):
 
     num_gates = 2
     _kind = "mingru"
+    # numbers held per position and hidden unit (kept, transient), for seqmem._memory; from the code, checked
+    # with torch.profiler (+ tracemalloc for NumPy). torch: the gates (2H) and the log-space scan's terms,
+    # in float64 (log z, log(1 - z), log h~, their cumulative sums and logcumsumexp: twice the bytes).
+    # numba: the gates and h (NumPy); training adds the backward's buffers.
+    _activations_per_unit = {
+        ("torch", False): (1.0, 15.5), ("torch", True): (22.5, 6.0),
+        ("numba", False): (1.0, 2.0), ("numba", True): (3.5, 3.0),
+    }
     _recurrent = staticmethod(mingru_recurrent)
     _parallel = staticmethod(mingru_parallel)
     _step_fn = staticmethod(mingru_step)
@@ -212,6 +222,7 @@ class MinLSTM(_MinRNN):
         bias_ih: `(3H,)` or `None`.
 
     Raises:
+        TypeError: if `bias` is not a bool.
         ValueError: for a non-positive size or an unknown backend.
 
     References:
@@ -231,6 +242,11 @@ class MinLSTM(_MinRNN):
 
     num_gates = 3
     _kind = "minlstm"
+    # as MinGRU's, with three gates (i, f, h) and the normalisation f' = f / (f + i)
+    _activations_per_unit = {
+        ("torch", False): (1.0, 20.5), ("torch", True): (30.5, 7.0),
+        ("numba", False): (1.0, 3.0), ("numba", True): (4.5, 4.0),
+    }
     _recurrent = staticmethod(minlstm_recurrent)
     _parallel = staticmethod(minlstm_parallel)
     _step_fn = staticmethod(minlstm_step)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .._module import SequenceModule, _check_positive_int, check_choice
+from .._module import ActivationElements, SequenceModule, _check_flag, _check_positive_int, check_choice
 from ..protocol import _state_type
 from .parallel import mlstm_chunkwise
 from .reference import FORGET_GATES, mlstm_step
@@ -124,6 +124,7 @@ class MLSTM(SequenceModule):
         proj_down: `Linear(d_inner, d_model)`.
 
     Raises:
+        TypeError: if `bias` is not a bool.
         ValueError: for a non-positive size, `n_heads` or `qkv_block_size` not dividing `d_inner`, an
             unknown forget gate or backend.
 
@@ -169,6 +170,7 @@ class MLSTM(SequenceModule):
                     f"got {name}={value}"
                 )
         check_choice("forget_gate", forget_gate, FORGET_GATES, where)
+        _check_flag(where, bias=bias)
         super().__init__(backend)
         self.d_model = d_model
         self.n_heads = n_heads
@@ -272,6 +274,15 @@ class MLSTM(SequenceModule):
             self.outnorm_bias, h, self.outnorm_weight
         )
         return self.proj_down((h + self.learnable_skip * u) * F.silu(z))
+
+    def _activation_elements(self, train: bool, batch_size: int, seq_len: int, cached: int = 0) -> ActivationElements:
+        # per position, for seqmem._memory: measured with torch.profiler at the default sizes (expand 2). The
+        # chunkwise parallel form holds, per head, a chunk's (C, C) gate and score matrices; training keeps the
+        # up-projection, convolution, q/k/v, gates and those matrices for the backward.
+        D, scores = self.d_model, self.n_heads * min(self.chunk_size, seq_len)
+        if train:
+            return ActivationElements(61.0 * D + 3.9 * scores, 0.0)
+        return ActivationElements(D, 16.3 * D + 1.9 * scores)
 
     def _forward(self, x: Tensor, state: MLSTMState) -> tuple[Tensor, MLSTMState]:
         # x: (B, T, d_model)

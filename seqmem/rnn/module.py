@@ -37,6 +37,7 @@ class RNN(RecurrentBase):
         bias_hh (Tensor | None): `(H,)` recurrent bias $b_{hh}$, or `None` without bias.
 
     Raises:
+        TypeError: if `nonlinearity` is not a string or `bias` not a bool.
         ValueError: for a non-positive size, or an unknown nonlinearity or backend.
 
     References:
@@ -57,6 +58,14 @@ class RNN(RecurrentBase):
     num_gates = 1
     gate_names = ("h",)  # the blocks of weight_ih / weight_hh, in torch.nn order
     torch_classes = (nn.RNN, nn.RNNCell)
+    # numbers held per position and hidden unit (kept, transient), for seqmem._memory; from the code, checked
+    # with torch.profiler (+ tracemalloc for NumPy). torch: the input projection gx, each h_t in a list and
+    # their stack y (training keeps h_t for tanh's backward, and gx's gradient). numba: gx (torch) and y
+    # (NumPy); training adds the BPTT buffer delta.
+    _activations_per_unit = {
+        ("torch", False): (1.0, 2.25), ("torch", True): (2.5, 2.0),
+        ("numba", False): (1.0, 1.0), ("numba", True): (1.5, 2.0),
+    }
 
     def __init__(
         self,

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from .._module import SequenceModule, _check_positive_int, fused_kernels
+from .._module import ActivationElements, SequenceModule, _check_flag, _check_positive_int, _check_real, fused_kernels
 from .._stream_table import LayerKernel
 from ..protocol import SSMState
 from ..stream import kernel_step
@@ -112,9 +112,11 @@ class SelectiveSSM(SequenceModule):
         out_proj: `Linear(d_inner, d_model)`.
 
     Raises:
+        TypeError: if a step-size bound is not a real number, or `selective`, `bias` or `conv_bias`
+            not a bool.
         ValueError: for a non-positive size, a `dt_rank` that is neither `"auto"` nor a positive int,
-            step-size bounds that are not `0 < dt_min < dt_max`, a negative `dt_init_floor`, or an
-            unknown backend.
+            step-size bounds that are not finite with `0 < dt_min < dt_max`, a negative
+            `dt_init_floor`, or an unknown backend.
 
     References:
         Gu, A. & Dao, T. (2023). Mamba: linear-time sequence modeling with selective state spaces.
@@ -157,11 +159,11 @@ class SelectiveSSM(SequenceModule):
         elif isinstance(dt_rank, str):
             raise ValueError(f"{where}: dt_rank must be 'auto' or a positive int, got {dt_rank!r}")
         _check_positive_int(where, dt_rank=dt_rank)
-        dt_min, dt_max, dt_init_floor = float(dt_min), float(dt_max), float(dt_init_floor)
+        dt_min, dt_max = _check_real(where, "dt_min", dt_min), _check_real(where, "dt_max", dt_max)
         if not 0.0 < dt_min < dt_max:
             raise ValueError(f"{where}: expected 0 < dt_min < dt_max, got dt_min={dt_min}, dt_max={dt_max}")
-        if not dt_init_floor >= 0.0:
-            raise ValueError(f"{where}: dt_init_floor must be >= 0, got {dt_init_floor}")
+        dt_init_floor = _check_real(where, "dt_init_floor", dt_init_floor, low=0.0)
+        _check_flag(where, selective=selective, bias=bias, conv_bias=conv_bias)
         super().__init__(backend)
 
         self.d_model = d_model  # D in the paper
@@ -221,6 +223,12 @@ class SelectiveSSM(SequenceModule):
                 + math.log(self.dt_min)
             ).clamp(min=self.dt_init_floor)  # (Din,) log-uniform in [dt_min, dt_max]
             inv_dt = _inverse_softplus(dt)
+            if not torch.isfinite(inv_dt).all():  # e.g. dt_min below the dtype's smallest number, no floor
+                raise ValueError(
+                    f"{type(self).__name__}: dt_min={self.dt_min}, dt_max={self.dt_max} and dt_init_floor="
+                    f"{self.dt_init_floor} give step sizes whose inverse softplus is not finite in {dt.dtype} "
+                    f"(smallest step {dt.min().item():.3g}); raise dt_min or dt_init_floor"
+                )
             if self.selective:
                 self.x_proj.reset_parameters()
                 std = self.dt_rank**-0.5
@@ -339,6 +347,26 @@ class SelectiveSSM(SequenceModule):
         y, h = scan_step(u, delta, A, B, C, self.D, state.ssm)  # (B, Din), (B, Din, N)
         y = y * F.silu(z)
         return self.out_proj(y), SSMState(window[..., 1:].clone(), h)
+
+    def _activation_elements(self, train: bool, batch_size: int, seq_len: int, cached: int = 0) -> ActivationElements:
+        # per position (for seqmem._memory; from the code, checked with torch.profiler and tracemalloc).
+        # The torch scan keeps, with gradient, three (d_inner, d_state) tensors per step (exp(delta A), delta B
+        # and h_t); in_proj (2 d_inner), the convolution, SiLU, delta, y and the gate add about 12 d_inner.
+        # The numba scan keeps checkpoints every sqrt(T) steps; its backward holds du, d_delta and their
+        # copies (5 d_inner) and, selective, dB and dC per block of 16 channels.
+        Din, N, D = self.d_inner, self.d_state, self.d_model
+        xdbc = self.dt_rank + 2 * N if self.selective else 0  # x_proj's (delta, B, C) per position
+        if self.backend != "numba":
+            if not train:
+                return ActivationElements(D, (7.0 if self.selective else 6.0) * Din + xdbc)
+            return ActivationElements(3 * Din * N + (12.0 if self.selective else 8.5) * Din + 1.5 * xdbc, 0.5 * Din)
+        padded = -(-Din // 16) * 16  # channels padded to the kernels' lanes of 16
+        checkpoints = N * padded / math.sqrt(seq_len)
+        if not train:
+            return ActivationElements(D, (7.5 if self.selective else 6.0) * Din + xdbc)
+        coefficients = 2 * N * -(-padded // 16) if self.selective else 0
+        kept = (13.0 if self.selective else 9.5) * Din + xdbc + checkpoints
+        return ActivationElements(kept, 5 * Din + 2 * checkpoints + coefficients)
 
     def scan_inputs(self, x: Tensor, state: SSMState | None = None) -> ScanInputs:
         """The inputs of the scan over a sequence: what the SSM sees, for diagnostics and tests.

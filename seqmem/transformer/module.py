@@ -9,7 +9,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from .._module import SequenceModule, _check_positive_int
+from .._module import ActivationElements, SequenceModule, _check_flag, _check_positive_int, _check_real
 from ..protocol import KVCache
 from .reference import apply_rotary, causal_attention, rotary_cos_sin
 
@@ -108,7 +108,9 @@ class CausalTransformer(SequenceModule):
     costs $O(t)$ per step, and its state, the `KVCache`, grows by one position per step:
     `seqmem.state_nbytes(cache)` is `2 * n_layers * batch * d_model * t * itemsize` bytes, linear in
     $t$ where the RNN, LSTM, GRU and SSM states stay constant. Chunked calls are exact:
-    `forward(x2, forward(x1)[1])` equals `forward(cat([x1, x2], 1))`, and a `step` loop equals `forward`.
+    `forward(x2, forward(x1)[1])` equals `forward(cat([x1, x2], 1))`, and a `step` loop equals `forward`,
+    also for non-finite inputs: a NaN or an infinity at step $t$ makes the outputs from $t$ on NaN and
+    leaves the earlier ones as they were (see `seqmem.transformer.reference.causal_attention`).
 
     Deterministic (no dropout). Initialisation as GPT-2: linear weights from $\mathcal{N}(0, 0.02^2)$,
     biases zero, LayerNorms at weight 1 and bias 0, and the projections that write into the residual
@@ -133,8 +135,9 @@ class CausalTransformer(SequenceModule):
         norm_out: the final LayerNorm over `d_model`.
 
     Raises:
+        TypeError: if `rope_base` is not a real number or `bias` not a bool.
         ValueError: for a non-positive size, `d_model` not divisible by `n_heads`, an odd head size
-            `d_model // n_heads`, a non-positive `rope_base`, or an unknown backend.
+            `d_model // n_heads`, a `rope_base` that is not positive and finite, or an unknown backend.
 
     References:
         Vaswani, A. et al. (2017). Attention is all you need. NeurIPS (eq. 1).
@@ -183,17 +186,15 @@ class CausalTransformer(SequenceModule):
                 f"{name}: the head size d_model // n_heads must be even for rotary embeddings, got "
                 f"d_model={d_model}, n_heads={n_heads} -> head_dim={head_dim}"
             )
-        if isinstance(rope_base, bool) or not isinstance(rope_base, (int, float)):
-            raise ValueError(f"{name}: rope_base must be a positive number, got {rope_base!r}")
-        if not (math.isfinite(rope_base) and rope_base > 0):
-            raise ValueError(f"{name}: rope_base must be a positive finite number, got {rope_base!r}")
+        rope_base = _check_real(name, "rope_base", rope_base, low=0.0, above=True)
+        _check_flag(name, bias=bias)
         super().__init__(backend)
         self.d_model = d_model
         self.n_heads = n_heads
         self.n_layers = n_layers
         self.mlp_ratio = mlp_ratio
         self.bias = bool(bias)
-        self.rope_base = float(rope_base)
+        self.rope_base = rope_base
         self.head_dim = head_dim
         self.input_size = d_model
         self.output_size = d_model
@@ -286,6 +287,17 @@ class CausalTransformer(SequenceModule):
         for layer, block in enumerate(self.blocks):
             h = block.forward_into(h, k_buf[layer], v_buf[layer], t0, cos, sin)  # (B, T, C)
         return self.norm_out(h)
+
+    def _activation_elements(self, train: bool, batch_size: int, seq_len: int, cached: int = 0) -> ActivationElements:
+        # per position (for seqmem._memory; from the code, checked with torch.profiler). Training, per block:
+        # LN, qkv (3C), rotated q and k, k and v joined to the cache, the attention output, out_proj,
+        # LN, fc_in and GELU (4C each), fc_out and two residuals: about 20C. A forward keeps the new cache
+        # (k and v of every layer, with the cached positions) and, while a block runs, its MLP and qkv.
+        # The fused attention kernels (CPU and CUDA) never hold the (T, S) score matrix.
+        C, L, past = self.d_model, self.n_layers, cached / seq_len
+        if train:
+            return ActivationElements(C * L * (19.5 + 5 * past), C)
+        return ActivationElements(C * L * (2.5 + 3 * past), 11.5 * C)
 
     def _step(self, x_t: Tensor, state: KVCache) -> tuple[Tensor, KVCache]:
         # one new cache of t + 1 positions, the old one copied in once (no per-layer cat and stack)

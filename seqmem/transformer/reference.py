@@ -12,8 +12,9 @@ Because a rotation by `m theta` followed by the transpose of one by `n theta` is
 `(n - m) theta`, the score `<R_m q, R_n k> = <q, R_{n-m} k>` depends on the positions only through their
 offset: that is what lets a key be rotated once, stored in the cache, and reused by every later query.
 
-`causal_attention` uses `torch.nn.functional.scaled_dot_product_attention`; `attention_reference` writes
-eq. 1 out with an explicit softmax and is the oracle the tests compare it with.
+`causal_attention` uses `torch.nn.functional.scaled_dot_product_attention` (and keeps a non-finite key or
+value away from the queries before it); `attention_reference` writes eq. 1 out query by query with an
+explicit softmax and is the oracle the tests compare it with.
 
 References:
     Vaswani, A. et al. (2017). Attention is all you need. NeurIPS (eq. 1).
@@ -102,12 +103,34 @@ def causal_mask(n_queries: int, n_keys: int, device: torch.device | str | None =
     return full.tril(diagonal=n_keys - n_queries)  # (T, S)
 
 
+def _sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """`causal_attention` for finite keys and values: one call of the fused kernel (no check)."""
+    T, S = q.shape[-2], k.shape[-2]
+    if T == 1:  # a single query at the last position sees every key
+        return F.scaled_dot_product_attention(q, k, v)
+    if S == T:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, S, device=q.device))
+
+
 def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     r"""Causal scaled dot-product attention of new queries over cached plus new keys (eq. 1).
 
     The `T` queries sit at the last `T` of the `S` key positions: query `i` sees keys `0 .. S - T + i`.
     With no cache (`S == T`) this is the usual causal mask (`is_causal=True`); otherwise an explicit
     `(T, S)` boolean mask is passed. Scale $1/\sqrt{d}$.
+
+    Non-finite keys and values follow eq. 1 literally: a query never sees what comes after it, and a
+    query that sees a NaN or an infinity gets what eq. 1 gives (NaN for a NaN score). The fused kernel
+    alone would not do this: it weights hidden positions by a probability of 0, and
+    $0 \times \mathrm{NaN} = \mathrm{NaN}$, so a NaN at position $t$ would reach every earlier query;
+    and it returns 0, not NaN, for a query whose scores are all NaN. So one sum over `k` and `v` checks
+    that they are finite (the fast path); when they are not, the queries before the first non-finite
+    position attend, with the kernel, over the keys before it, and the later ones are computed by
+    `attention_reference`. A single query (`T == 1`, the streaming step) sees every key, so nothing
+    is hidden from it and the kernel runs unchecked. `forward` then equals the `step` loop for
+    non-finite inputs too: in the model a non-finite input makes its own position's residual stream
+    non-finite, whatever the attention returns there.
 
     Args:
         q: `(batch, n_heads, T, head_dim)` queries.
@@ -118,15 +141,27 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         `(batch, n_heads, T, head_dim)` the attention output.
     """
     T, S = q.shape[-2], k.shape[-2]
-    if S == T:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    if T == 1:  # a single query at the last position sees every key
-        return F.scaled_dot_product_attention(q, k, v)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, S, device=q.device))
+    if T == 1 or bool((k.detach().sum() + v.detach().sum()).isfinite()):  # a sum is finite only if every term is
+        return _sdpa(q, k, v)
+    finite = k.detach().isfinite().all(-1) & v.detach().isfinite().all(-1)  # (B, nh, S)
+    bad = (~finite).flatten(0, -2).any(0).nonzero()  # (n_bad, 1) positions holding a non-finite entry
+    first = int(bad[0]) if bad.numel() else S  # S: the sum overflowed, every entry is finite
+    n_before = min(max(first - (S - T), 0), T)  # queries that see no non-finite entry
+    if n_before == T:
+        return _sdpa(q, k, v)
+    after = attention_reference(q[..., n_before:, :], k, v)  # (B, nh, T - n_before, hs)
+    if n_before == 0:
+        return after
+    before = _sdpa(q[..., :n_before, :], k[..., :first, :], v[..., :first, :])  # (B, nh, n_before, hs)
+    return torch.cat((before, after), dim=-2)  # (B, nh, T, hs)
 
 
 def attention_reference(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    r"""Eq. 1 written out, $\mathrm{softmax}(QK^\top/\sqrt{d} + M)\,V$: the oracle for `causal_attention`.
+    r"""Eq. 1 written out, query by query: the oracle for `causal_attention`.
+
+    Query `i` (absolute position `p = S - T + i`) computes $\mathrm{softmax}(q_i K_{\le p}^\top/\sqrt{d})
+    V_{\le p}$ over the keys it may see and nothing else: the mask $M$ of eq. 1 taken literally, so a key
+    after the query is not in the sum at all (not multiplied by a zero weight), whatever it holds.
 
     Args:
         q: `(batch, n_heads, T, head_dim)` queries.
@@ -137,6 +172,9 @@ def attention_reference(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         `(batch, n_heads, T, head_dim)`, as `causal_attention`.
     """
     T, S, d = q.shape[-2], k.shape[-2], q.shape[-1]
-    scores = q @ k.transpose(-2, -1) / math.sqrt(d)  # (B, nh, T, S)
-    scores = scores.masked_fill(~causal_mask(T, S, device=q.device), float("-inf"))
-    return scores.softmax(dim=-1) @ v  # (B, nh, T, hs)
+    outputs = []
+    for i in range(T):
+        end = S - T + i + 1  # keys 0 .. p
+        scores = q[..., i : i + 1, :] @ k[..., :end, :].transpose(-2, -1) / math.sqrt(d)  # (B, nh, 1, p+1)
+        outputs.append(scores.softmax(dim=-1) @ v[..., :end, :])  # (B, nh, 1, hs)
+    return torch.cat(outputs, dim=-2)  # (B, nh, T, hs)

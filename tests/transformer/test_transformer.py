@@ -158,6 +158,83 @@ def test_sdpa_attention_matches_eq_1() -> None:
         torch.testing.assert_close(causal_attention(q, k, v), attention_reference(q, k, v), **TIGHT)
 
 
+NONFINITE = st.sampled_from([math.nan, math.inf, -math.inf])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    heads=heads_configs,
+    n_layers=st.integers(1, 3),
+    batch=st.integers(1, 3),
+    seq_len=st.integers(2, 10),
+    cached=st.integers(0, 3),
+    data=st.data(),
+    seed=st.integers(0, 2**16),
+)
+@example(heads=(8, 2), n_layers=2, batch=2, seq_len=6, cached=0, data=None, seed=0)  # the NaN at step 3
+def test_forward_equals_step_loop_for_nonfinite_inputs(heads, n_layers, batch, seq_len, cached, data, seed) -> None:
+    d_model, n_heads = heads
+    model = make_model(d_model, n_heads, n_layers, seed)
+    gen = torch.Generator().manual_seed(seed)
+    x = randn(gen, batch, cached + seq_len, d_model)
+    if data is None:
+        spots = [(0, cached + 3, 0, math.nan)]
+    else:
+        spots = data.draw(
+            st.lists(
+                st.tuples(
+                    st.integers(0, batch - 1), st.integers(0, cached + seq_len - 1), st.integers(0, d_model - 1),
+                    NONFINITE,
+                ),
+                min_size=1, max_size=4,
+            ),
+            label="(sequence, step, feature, value)",
+        )
+    for b, t, f, value in spots:
+        x[b, t, f] = value
+    prefix = model(x[:, :cached])[1] if cached else None  # a cache that may hold non-finite keys too
+
+    y, cache = model(x[:, cached:], prefix)
+    state, ys = prefix, []
+    for t in range(cached, cached + seq_len):
+        y_t, state = model.step(x[:, t], state)
+        ys.append(y_t)
+    torch.testing.assert_close(y, torch.stack(ys, dim=1), equal_nan=True, **TIGHT)
+    torch.testing.assert_close(cache.k, state.k, equal_nan=True, **TIGHT)
+    for b in range(batch):  # every output before a sequence's first non-finite input is finite
+        first = min((t for bb, t, _, _ in spots if bb == b), default=cached + seq_len)
+        assert torch.isfinite(y[b, : max(first - cached, 0)]).all()
+        assert torch.isnan(y[b, max(first - cached, 0) :]).all()  # and from there on, as the step loop says
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n_queries=st.integers(2, 6),
+    cached=st.integers(0, 4),
+    spots=st.lists(
+        st.tuples(st.sampled_from(["k", "v"]), st.integers(0, 9), st.integers(0, 3), NONFINITE), min_size=1, max_size=4
+    ),
+    seed=st.integers(0, 2**16),
+)
+@example(n_queries=5, cached=0, spots=[("v", 3, 0, math.nan)], seed=0)  # a hidden NaN value: 0 x NaN
+@example(n_queries=5, cached=0, spots=[("k", 4, 1, math.inf)], seed=0)  # a hidden infinite key
+@example(n_queries=3, cached=2, spots=[("v", 0, 2, math.nan)], seed=0)  # in the cache: every query sees it
+@example(n_queries=2, cached=0, spots=[("k", 0, 0, math.nan), ("k", 1, 0, math.nan)], seed=0)  # all scores NaN
+def test_attention_keeps_hidden_nonfinite_entries_away(n_queries, cached, spots, seed) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    S = cached + n_queries
+    q = randn(gen, 2, 3, n_queries, 4)
+    kv = {"k": randn(gen, 2, 3, S, 4), "v": randn(gen, 2, 3, S, 4)}
+    for which, t, f, value in spots:  # single entries, not whole rows: each output feature is checked
+        kv[which][1, 2, t % S, f] = value
+    got = causal_attention(q, kv["k"], kv["v"])
+    # eq. 1 query by query, over the keys each one sees and nothing else
+    torch.testing.assert_close(got, attention_reference(q, kv["k"], kv["v"]), equal_nan=True, **TIGHT)
+    first = min(t % S for _, t, _, _ in spots)
+    assert torch.isfinite(got[..., : max(first - cached, 0), :]).all()  # queries before the first one
+    assert torch.isfinite(got[0]).all() and torch.isfinite(got[1, :2]).all()  # other sequences and heads
+
+
 def test_float32_default_runs_and_trains() -> None:
     model = seqmem.CausalTransformer(16, n_heads=4, n_layers=2)
     x = torch.randn(3, 7, 16, generator=torch.Generator().manual_seed(0))
