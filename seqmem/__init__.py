@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 from . import diagnostics, tasks
 from .compare import compare
-from .gru import GRU
+from .gru import GRU, GRUGates
 from .io import load, save
 from .lstm import LSTM, LSTMGates
 from .minrnn import MinGRU, MinLSTM, MinRNNState
@@ -48,6 +48,7 @@ __all__ = [
     "LSTM",
     "RNN",
     "CausalTransformer",
+    "GRUGates",
     "GRUState",
     "KVCache",
     "LSTMGates",
