@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import shlex
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -165,13 +167,16 @@ class Sweep:
         """Training runs: models x lengths x budgets x learning rates x seeds."""
         return len(self.models) * len(self.seq_lens) * len(self.budgets) * len(self.lrs or lrs) * len(seeds)
 
-    def command(self, out: Path, seeds: list[int], lrs: list[float], extra: list[str]) -> str:
-        """The command that runs this sweep (resumably): `seqmem compare`, or this script with `--only`."""
+    def command(self, out: Path, seeds: list[int], lrs: list[float], extra: list[str], *, quick: bool = False) -> str:
+        """The command that runs this sweep (resumably): `seqmem compare`, or this script with `--only`
+        (and every option that shapes the sweep, so that it runs the same runs)."""
         rates = self.lrs or lrs
         common = ["--seeds", ",".join(map(str, seeds)), "--lrs", ",".join(f"{x:g}" for x in rates),
                   "--steps", str(self.steps)]
         if not self.plain:
-            args = ["python", "scripts/claims.py", "--only", self.name, *common, "--out", str(out), *extra]
+            args = ["python", "scripts/claims.py", "--only", self.name, *(["--quick"] if quick else []),
+                    "--models", ",".join(self.model_names), *common, "--params", ",".join(map(str, self.budgets)),
+                    "--max-seq-len", str(max(self.seq_lens)), "--out", str(out.parent if quick else out), *extra]
             return shlex.join(args)
         args = ["seqmem", "compare", "--task", self.task, "--models", ",".join(self.model_names),
                 "--seq-lens", ",".join(map(str, self.seq_lens)), *common,
@@ -208,11 +213,13 @@ class GradflowSweep:
     def specs(self) -> list[str | ModelSpec]:
         return [m.spec(self.seq_len) if isinstance(m, Variant) else m for m in self.models]
 
-    def commands(self, out: Path, seeds: list[int]) -> list[str]:
+    def commands(self, out: Path, seeds: list[int], *, quick: bool = False) -> list[str]:
         """The commands that measure it: `seqmem gradflow` per seed, or this script for variants."""
         if any(isinstance(m, Variant) for m in self.models):
+            names = ",".join(m.name if isinstance(m, Variant) else m for m in self.models)
             return [shlex.join(["python", "scripts/claims.py", "--only", self.folder.split("/")[0],
-                                "--seeds", ",".join(map(str, seeds)), "--out", str(out)])]
+                                *(["--quick"] if quick else []), "--models", names,
+                                "--seeds", ",".join(map(str, seeds)), "--out", str(out.parent if quick else out)])]
         names = [m.name if isinstance(m, Variant) else m for m in self.models]
         return [shlex.join(["seqmem", "gradflow", "--model", ",".join(names), "--task", self.task,
                             "--seq-len", str(self.seq_len), "--width", str(self.width), "--steps", str(self.steps),
@@ -226,6 +233,9 @@ class GradflowSweep:
 
 MQAR_ZOOLOGY = {64: 4, 128: 8, 256: 16, 512: 64}
 """(seq_len, num_kv_pairs) of Zoology's MQAR figure (Arora et al. 2023, figure 2; their configs)."""
+
+MQAR_BUDGETS = (25_000, 100_000)
+"""The MQAR sweep's parameter budgets (`--params` replaces them): the state grows with the width."""
 
 
 def sweeps(quick: bool) -> list[Sweep]:
@@ -257,10 +267,11 @@ def sweeps(quick: bool) -> list[Sweep]:
         Sweep("adding-long", "adding", LONG_MODELS, [200, 500, 1000], steps=6000, lrs=[3e-3]),
         # Arjovsky et al.'s delay T is seq_len - 2 * n_tokens: T = 100, 200, 300, 500
         Sweep("copy-long", "copy", LONG_MODELS, [120, 220, 320, 520], steps=4000, lrs=[3e-3]),
-        # Zoology: vocab 8,192, 100,000 sequences x 64 epochs, 4 rates; here vocab 256 (keys for 64 pairs),
-        # 4,000 steps of 64 (256,000 sequences), budgets giving d_model about 30-130 (transformer) to 60-220 (lstm)
-        Sweep("mqar", "assoc-recall", mqar_models, list(MQAR_ZOOLOGY), params=[25_000, 100_000, 400_000],
-              steps=4000, lrs=[1e-3, 3e-3], task_kwargs={"vocab_size": 256},
+        # Zoology: vocab 8,192, 100,000 sequences x 64 epochs, 4 rates, d_model 64-512; here vocab 256 (keys
+        # for 64 pairs), 4,000 steps of 64 (256,000 sequences), one rate, two budgets (transformer d_model
+        # about 22 and 54, lstm 32 and 84); --params 25000,100000,400000 adds d_model 118 / 193 (3x the cost)
+        Sweep("mqar", "assoc-recall", mqar_models, list(MQAR_ZOOLOGY), params=list(MQAR_BUDGETS), steps=4000,
+              lrs=[3e-3], task_kwargs={"vocab_size": 256},
               task_kwargs_by_len={T: {"num_kv_pairs": n} for T, n in MQAR_ZOOLOGY.items()}),
     ]
 
@@ -533,8 +544,9 @@ def estimate(s: Sweep, seeds: list[int], lrs: list[float], backend: str, probe_s
     """Time `probe_steps` training steps of each (model, seq_len, budget) at full size, and extrapolate.
 
     Each configuration is built as `compare` builds it (`size_for_budget`, `SequenceNetwork.for_task`),
-    trained one step to warm up and `probe_steps` more, timed between them, on one thread; one held-out
-    batch of 256 is timed too. A run costs `steps` steps plus `eval_batches` (8) such batches.
+    trained one step to warm up and `probe_steps` more, each timed, on one thread; the median step (a
+    shared machine's spikes aside) is the step's cost. One held-out batch of 256 is timed too. A run
+    costs `steps` steps plus `eval_batches` (8) such batches.
 
     Returns:
         The estimated CPU seconds of the whole sweep, and one line per configuration.
@@ -568,11 +580,11 @@ def estimate(s: Sweep, seeds: list[int], lrs: list[float], backend: str, probe_s
                         marks.clear()
                         train(net, task, probe_steps + 1, batch_size=s.batch_size, eval_batches=1, eval_batch_size=1,
                               callback=mark)
-                        per_step = (marks[-1] - marks[0]) / probe_steps
+                        per_step = statistics.median(b - a for a, b in itertools.pairwise(marks))  # spikes aside
                         t0 = time.perf_counter()
                         evaluate(net, task, n_batches=1)
                         per_eval = time.perf_counter() - t0
-                        run = s.steps * per_step + 8 * per_eval
+                        run = s.steps * per_step + s.eval_batches * per_eval
                         total += run * per_config
                         lines.append(f"  {spec.name} T={T} budget={budget} width={width}: "
                                      f"{per_step * 1e3:.0f} ms/step, eval {per_eval:.2f} s/batch -> "
@@ -599,6 +611,9 @@ def _parse(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Na
     parser.add_argument("--jobs", "-j", type=int, default=None, help="runs at the same time")
     parser.add_argument("--executor", default="local", help="local, process or ray (see seqmem compare)")
     parser.add_argument("--address", default=None, help="Ray cluster address (--executor ray)")
+    parser.add_argument("--params", default=None,
+                        help="comma-separated parameter budgets replacing each chosen sweep's (e.g. mqar's "
+                             "25000,100000,400000)")
     parser.add_argument("--steps", type=int, default=None,
                         help="training steps of every compare sweep (default: each sweep's own)")
     parser.add_argument("--max-seq-len", type=int, default=None,
@@ -612,7 +627,7 @@ def _parse(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Na
     parser.add_argument("--estimate", action="store_true",
                         help="time a few steps of every configuration at full size and print each sweep's "
                              "estimated wall time on --jobs workers; train nothing else")
-    parser.add_argument("--probe-steps", type=int, default=3, help="steps timed per configuration by --estimate")
+    parser.add_argument("--probe-steps", type=int, default=5, help="steps timed per configuration by --estimate")
     return parser, parser.parse_args(argv)
 
 
@@ -641,7 +656,15 @@ def _choose(parser: argparse.ArgumentParser, args: argparse.Namespace
     missing = [m for m in MQAR_MODELS if m not in model_names()]
     if any(s.name == "mqar" for s in chosen) and missing and wanted is None:
         print(f"claims: mqar leaves out the models not registered here: {', '.join(missing)}", file=sys.stderr)
+    try:
+        budgets = None if args.params is None else [int(b) for b in args.params.split(",")]
+    except ValueError:
+        parser.error(f"--params must be comma-separated ints, got {args.params!r}")
+    if budgets is not None and (not budgets or min(budgets) < 1):
+        parser.error(f"--params must be positive, got {args.params!r}")
     for s in chosen:
+        if budgets is not None:
+            s.params = budgets if len(budgets) > 1 else budgets[0]
         if args.steps is not None:
             s.steps = args.steps
         if args.max_seq_len is not None:
@@ -674,11 +697,11 @@ def main(argv: list[str] | None = None) -> int:
             if s.name in flows:
                 g = flows[s.name]
                 print(f"# and gradflow into {g.folder}: {len(seeds)} seeds x {len(g.models)} models x {g.steps} steps")
-            print(s.command(out, seeds, lrs, extra))
+            print(s.command(out, seeds, lrs, extra, quick=quick))
         for name, g in flows.items():
             if name not in {s.name for s in chosen}:
                 print(f"# {g.folder}: {len(seeds)} seeds x {len(g.models)} models x {g.steps} steps (gradflow)")
-                print("\n".join(g.commands(out, seeds)))
+                print("\n".join(g.commands(out, seeds, quick=quick)))
         return 0
     if args.estimate:
         workers = args.jobs or 1
@@ -706,10 +729,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     opts = {"executor": args.executor, "jobs": args.jobs, "address": args.address, "backend": args.backend}
     for s in chosen:
-        print(f"\n== {s.name}: {s.command(out, seeds, lrs, extra)}", file=sys.stderr)
+        cmd = s.command(out, seeds, lrs, extra, quick=quick)
+        print(f"\n== {s.name}: {cmd}", file=sys.stderr)
         recs = run_sweep(s, out, seeds, lrs, opts)
-        _atomic_text(out / s.name / "command.txt", s.command(out, seeds, lrs, extra) + "\n")  # the docs show it
-        sections += [f"## {TITLES[s.name]}", "", "```bash", s.command(out, seeds, lrs, extra), "```", "",
+        _atomic_text(out / s.name / "command.txt", cmd + "\n")  # the docs show it beside the results
+        sections += [f"## {TITLES[s.name]}", "", "```bash", cmd, "```", "",
                      f"Size: {s.runs(seeds, lrs)} runs x {s.steps} steps; {_seconds(recs)}.", ""]
         if s.name == "forget-init":
             sections += ["Variants: " + "; ".join(v.describe() for v in s.models if isinstance(v, Variant)), "",
@@ -722,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
         if s.name == "forget-init" and "forget-init" in flows:
             g = flows["forget-init"]
             results = run_gradflow(g, out, seeds)
-            _atomic_text(out / g.folder / "command.txt", "\n".join(g.commands(out, seeds)) + "\n")
+            _atomic_text(out / g.folder / "command.txt", "\n".join(g.commands(out, seeds, quick=quick)) + "\n")
             sections += [f"Gradient flow at T={g.seq_len}, width {g.width}, {g.steps} training steps:", "",
                          gradflow_table(results), ""]
         if len(s.budgets) > 1:
@@ -731,10 +755,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if "gradflow" in flows:
         g = flows["gradflow"]
-        print(f"\n== gradflow: {g.commands(out, seeds)[0]}", file=sys.stderr)
+        print(f"\n== gradflow: {g.commands(out, seeds, quick=quick)[0]}", file=sys.stderr)
         results = run_gradflow(g, out, seeds)
-        _atomic_text(out / g.folder / "command.txt", "\n".join(g.commands(out, seeds)) + "\n")
-        sections += [f"## {TITLES['gradflow']}", "", "```bash", *g.commands(out, seeds),
+        _atomic_text(out / g.folder / "command.txt", "\n".join(g.commands(out, seeds, quick=quick)) + "\n")
+        sections += [f"## {TITLES['gradflow']}", "", "```bash", *g.commands(out, seeds, quick=quick),
                      "```", "", gradflow_table(results), "",
                      "Decay per step: the factor by which ‖dh_T-1/dh_t‖ shrinks per step of distance (a "
                      "least-squares fit of its logarithm); 1 means no decay. Ratios: geometric mean over seeds.", "",
