@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # for type checkers and the API docs; at run time, `__getattr
     from . import diagnostics, tasks
     from .compare import compare
     from .griffin import Griffin, GriffinState, Hawk, HawkState
-    from .gru import GRU
+    from .gru import GRU, GRUGates
     from .io import load, save
     from .linear_attention import LinearAttention, LinearAttentionState
     from .lstm import LSTM, LSTMGates
@@ -59,6 +59,7 @@ __all__ = [
     "MLSTM",
     "RNN",
     "CausalTransformer",
+    "GRUGates",
     "GRUState",
     "Griffin",
     "GriffinState",
@@ -111,7 +112,7 @@ __all__ = [
 _HOME: dict[str, str] = {
     "compare": "compare",
     "Griffin": "griffin", "GriffinState": "griffin", "Hawk": "griffin", "HawkState": "griffin",
-    "GRU": "gru",
+    "GRU": "gru", "GRUGates": "gru",
     "load": "io", "save": "io",
     "LinearAttention": "linear_attention", "LinearAttentionState": "linear_attention",
     "LSTM": "lstm", "LSTMGates": "lstm",

@@ -49,6 +49,7 @@ from typing import Any, overload
 import torch
 from torch import Tensor, nn
 
+from .gru import GRU
 from .lstm import LSTM
 from .protocol import SequenceModel
 from .rnn import RNN
@@ -67,6 +68,7 @@ __all__ = [
     "rnn_jacobian_bound",
     "spectral_norm",
     "spectral_radius",
+    "update_gate_products",
 ]
 
 LossFn = Callable[[Tensor], Tensor]
@@ -700,6 +702,12 @@ def _check_lstm(fn: str, lstm: Any) -> None:
         raise TypeError(f"{fn}: expects a seqmem.LSTM, got {type(lstm).__name__}")
 
 
+def _reverse_products(gate: Tensor) -> Tensor:
+    """`(B, T, H)` gate -> entry t = gate_{t+1} * ... * gate_{T-1} (an empty product, 1, at the last step)."""
+    later = torch.cat([gate[:, 1:], torch.ones_like(gate[:, :1])], dim=1)  # gate_{t+1}, with gate_T := 1
+    return torch.flip(torch.cumprod(torch.flip(later, dims=[1]), dim=1), dims=[1])
+
+
 def forget_gate_products(lstm: LSTM, x: Tensor, state: Any | None = None) -> Tensor:
     r"""The running products of the forget gates, $\prod_{s=t+1}^{T-1} f_s$: the cell path's gain.
 
@@ -736,10 +744,46 @@ def forget_gate_products(lstm: LSTM, x: Tensor, state: Any | None = None) -> Ten
     fn = "forget_gate_products"
     _check_lstm(fn, lstm)
     with torch.no_grad():
-        f = lstm.gates(x, state).f  # (B, T, H)
-        later = torch.cat([f[:, 1:], torch.ones_like(f[:, :1])], dim=1)  # f_{t+1}, with f_T := 1
-        # reverse cumulative product: entry t = f_{t+1} * f_{t+2} * ... * f_{T-1}
-        return torch.flip(torch.cumprod(torch.flip(later, dims=[1]), dim=1), dims=[1])
+        return _reverse_products(lstm.gates(x, state).f)  # (B, T, H)
+
+
+def update_gate_products(gru: GRU, x: Tensor, state: Any | None = None) -> Tensor:
+    r"""The running products of a GRU's update gates, $\prod_{s=t+1}^{T-1} z_s$: its direct path's gain.
+
+    In `torch.nn.GRU`'s convention $h_s = (1 - z_s) \odot n_s + z_s \odot h_{s-1}$, so with the gates
+    and the candidate held fixed the step Jacobian is $\mathrm{diag}(z_s)$: $z$ is the keep gate and
+    plays the LSTM forget gate's part (`forget_gate_products`); the full
+    $\partial h_s / \partial h_{s-1}$ adds the paths through $r_s$, $z_s$ and $n_s$. Chrono
+    initialisation (`GRU(update_init="chrono")`) starts this product near 1 over up to
+    `chrono_t_max` steps. Gates from `GRU.gates`.
+
+    Args:
+        gru: a `seqmem.GRU` (either reset convention).
+        x: `(batch, seq_len, input_size)` input, of the model's dtype and device.
+        state: the `GRUState` to start from, or `None` for zeros.
+
+    Returns:
+        `(batch, seq_len, hidden_size)` detached tensor in $[0, 1]$; entry `[b, t, j]` is
+        $\prod_{s=t+1}^{T-1} z_{s,j}$ (1 at `t = seq_len - 1`).
+
+    Raises:
+        TypeError: if `gru` is not a `seqmem.GRU`, or as `GRU.forward`.
+        ValueError: as `GRU.forward`.
+
+    References:
+        Tallec, C. & Ollivier, Y. (2018). Can recurrent neural networks warp time? ICLR, sec. 4.
+
+    Example:
+        >>> import torch, seqmem
+        >>> from seqmem.diagnostics import update_gate_products
+        >>> p = update_gate_products(seqmem.GRU(3, 4), torch.randn(2, 6, 3))
+        >>> p.shape, bool((p[:, -1] == 1).all())
+        (torch.Size([2, 6, 4]), True)
+    """
+    if not isinstance(gru, GRU):
+        raise TypeError(f"update_gate_products: expects a seqmem.GRU, got {type(gru).__name__}")
+    with torch.no_grad():
+        return _reverse_products(gru.gates(x, state).z)  # (B, T, H)
 
 
 def cell_path_jacobian(lstm: LSTM, x: Tensor, state: Any | None = None) -> Tensor:
@@ -855,6 +899,7 @@ def gradflow_report(
     | `jacobian_bound` | RNN | `rnn_jacobian_bound` with $\gamma = 1$ |
     | `cell_jacobian_norm` | LSTM | `jacobian_norms(field="c")`, $\partial c_{T-1}/\partial c_t$ in full |
     | `forget_gate_product` | LSTM | `forget_gate_products`, averaged over units too |
+    | `update_gate_product` | GRU | `update_gate_products`, averaged over units too |
 
     Args:
         model: any `SequenceModel`.
@@ -905,4 +950,6 @@ def gradflow_report(
         cell = jacobian_norms(model, x, state, ord, field="c", reduction="mean")
         report["cell_jacobian_norm"] = _curve(cell)
         report["forget_gate_product"] = _curve(forget_gate_products(model, x, state).mean(dim=(0, 2)))
+    if isinstance(model, GRU):
+        report["update_gate_product"] = _curve(update_gate_products(model, x, state).mean(dim=(0, 2)))
     return report

@@ -14,7 +14,8 @@ memory, fed with the embedded task batch:
   $T - 1 - t$: the product of step Jacobians, independent of the loss.
 - `spectral_radius` / `spectral_norm` of each gate block of the recurrent matrix (RNN, LSTM, GRU).
 - `forget_gate_product` and `cell_jacobian_norm` (LSTM): the cell path's gain
-  $\prod_s f_s$ and the full $\partial c_{T-1}/\partial c_t$.
+  $\prod_s f_s$ and the full $\partial c_{T-1}/\partial c_t$; `update_gate_product` (GRU): the
+  direct path's gain $\prod_s z_s$.
 - `input_jacobian_norm`, and `hidden_grad_norm_readout`: the layer-level measures of
   `diagnostics.gradflow_report` (its default loss reads the layer's last output along a fixed
   random direction, so it ignores the task).
@@ -253,8 +254,8 @@ def plot_gradflow(result: dict[str, Any], path: str | os.PathLike[str]) -> Path 
     """Draw the curves of a `gradflow` result on log scales, before (dashed) and after (solid) training.
 
     Four panels: $\\|\\partial L/\\partial h_t\\|$ against `t`; $\\|\\partial h_{T-1}/\\partial h_t\\|$
-    against the distance; the LSTM's forget-gate product and cell Jacobian against the distance;
-    the spectral radius of each recurrent gate block. Written atomically.
+    against the distance; the LSTM's forget-gate product and cell Jacobian, and the GRU's update-gate
+    product, against the distance; the spectral radius of each recurrent gate block. Written atomically.
 
     Args:
         result: what `gradflow` returned (or its JSON file, loaded).
@@ -301,13 +302,17 @@ def _gradflow_figure(result: dict[str, Any]) -> Any:
                 _log_line(ax_c, dist, rep["forget_gate_product"], label=f"{label}: prod f", marker=marker,
                           markevery=max(1, len(dist) // 10), **kw)
                 _log_line(ax_c, dist, rep["cell_jacobian_norm"], label=f"{label}: |dc_T/dc_t|", **kw)
+            if "update_gate_product" in rep:
+                _log_line(ax_c, dist, rep["update_gate_product"], label=f"{label}: prod z", marker=marker,
+                          markevery=max(1, len(dist) // 10), **kw)
             for gate, rho in (rep.get("spectral_radius") or {}).items():
                 bars.append((f"{name} {gate}", phase, rho))
     ax_h.set(yscale="log", xlabel="t (position)", ylabel="||dL/dh_t||",
              title=f"task-loss gradient reaching each step ({cfg['task']}, T={cfg['seq_len']})")
     ax_j.set(yscale="log", xlabel="T - 1 - t (distance)", ylabel="||dh_{T-1}/dh_t||_2",
              title="state-to-state Jacobian product")
-    ax_c.set(yscale="log", xlabel="T - 1 - t (distance)", ylabel="gain", title="LSTM cell path")
+    ax_c.set(yscale="log", xlabel="T - 1 - t (distance)", ylabel="gain",
+             title="keep-gate path (LSTM forget gate f, GRU update gate z)")
     if bars:
         groups = list(dict.fromkeys(g for g, _, _ in bars))
         for k, (phase, color) in enumerate((("before", "#BBBBBB"), ("after", "#555555"))):

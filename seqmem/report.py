@@ -10,7 +10,7 @@ the file, `write_report` draws
   `seq_len` steps (constant for the recurrences and SSMs, growing for attention's KV cache);
 
 and writes `report.md`: the settings of the sweep, the table (mean over seeds at the best learning
-rate of each cell, with its min-max range), the runs that diverged, and links to the plots.
+rate of each cell, with its 95% interval and success rate), the runs that diverged, and links to the plots.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 from . import __version__
 from ._files import atomic_write_bytes
-from .plots import LOG_SCALE_METRICS, figure_class, plot_results
+from .plots import LOG_SCALE_METRICS, _band, figure_class, plot_results
 from .results import RESULTS_FILE, read_results
 from .summary import SOLVED, best_per_cell, summarize
 
@@ -170,8 +170,8 @@ def markdown_table(records: Sequence[dict[str, Any]]) -> str:
 def plot_metric_vs(records: Sequence[dict[str, Any]], path: str | os.PathLike[str], x: str) -> Path | None:
     """Plot the metric against parameters or state size: one panel per `seq_len`, a line per model.
 
-    Each point is a (model, seq_len, budget) cell at its best learning rate, mean over seeds with a
-    min-max error bar; the x axis is logarithmic. Written atomically, as `plot_results`.
+    Each point is a (model, seq_len, budget) cell at its best learning rate, mean over seeds with its
+    95% interval as an error bar (none with one seed); the x axis is logarithmic. Written atomically, as `plot_results`.
 
     Args:
         records: records of one task.
@@ -215,8 +215,7 @@ def _metric_vs_figure(records: Sequence[dict[str, Any]], rows: list[dict[str, An
     for k, T in enumerate(seq_lens):
         ax = axes[k // cols][k % cols]
         for model in models:
-            pts = sorted((r[x], r["mean"], r["min"], r["max"]) for r in rows
-                         if r["seq_len"] == T and r["model"] == model)
+            pts = sorted((r[x], r["mean"], *_band(r)) for r in rows if r["seq_len"] == T and r["model"] == model)
             if not pts:
                 continue
             xs, ys, lo, hi = zip(*pts, strict=True)

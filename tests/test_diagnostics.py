@@ -36,6 +36,7 @@ from seqmem.diagnostics import (
     rnn_jacobian_bound,
     spectral_norm,
     spectral_radius,
+    update_gate_products,
 )
 from seqmem.testing import Tolerance
 
@@ -307,6 +308,50 @@ def test_lstm_without_recurrent_weights_is_all_cell_path(size, ord, seed):
     J = jacobian_norms(lstm, x, ord=ord, field="c")
     expected = P.amax(dim=-1) if ord == 2 else torch.linalg.vector_norm(P, dim=-1)
     torch.testing.assert_close(J, expected, **F64)
+
+
+@given(size=sizes, reset_after=st.booleans(), seed=seeds)
+@example(size=(1, 1, 1, 1), reset_after=True, seed=0)
+def test_gru_gates_rebuild_the_state_and_give_the_update_gate_products(size, reset_after, seed):
+    """GRU.gates: h_t = (1 - z_t) n_t + z_t h_{t-1} reproduces forward's outputs, and
+    update_gate_products is the reverse running product of z (written as a plain loop)."""
+    B, T, I, H = size
+    gen = _gen(seed)
+    gru = _recurrent("gru", I, H, gen, reset_after=reset_after)
+    x = _randn(gen, B, T, I)
+    y, _ = gru(x)
+    r, z, n = gru.gates(x)
+    h, rebuilt = torch.zeros(B, H, dtype=x.dtype), []
+    for t in range(T):
+        h = (1 - z[:, t]) * n[:, t] + z[:, t] * h
+        rebuilt.append(h)
+    torch.testing.assert_close(torch.stack(rebuilt, dim=1), y, **EXACT)
+    assert bool(((r >= 0) & (r <= 1)).all())
+    torch.testing.assert_close(update_gate_products(gru, x), _reverse_products(z.detach()), **EXACT)
+
+
+@given(size=sizes, reset_after=st.booleans(), ord=st.sampled_from([2, "fro"]), seed=seeds)
+def test_gru_without_recurrent_weights_is_all_update_gate_path(size, reset_after, ord, seed):
+    """With W_hh = 0 no gate sees the state, so dh_s/dh_{s-1} = diag(z_s): jacobian_norms equals the
+    norm of diag(prod z), max_j for ord 2, ||.||_2 for fro; gradflow_report carries the mean product."""
+    B, T, I, H = size
+    gen = _gen(seed)
+    gru = _recurrent("gru", I, H, gen, reset_after=reset_after)
+    with torch.no_grad():
+        gru.weight_hh.zero_()
+    x = _randn(gen, B, T, I)
+    P = update_gate_products(gru, x)
+    expected = P.amax(dim=-1) if ord == 2 else torch.linalg.vector_norm(P, dim=-1)
+    torch.testing.assert_close(jacobian_norms(gru, x, ord=ord), expected, **F64)
+    report = gradflow_report(gru, x)
+    assert report["update_gate_product"] == pytest.approx(P.mean(dim=(0, 2)).tolist(), rel=1e-12)
+    assert "forget_gate_product" not in report
+
+
+def test_update_gate_products_refuse_other_models():
+    x = torch.randn(1, 3, 2, dtype=torch.float64)
+    with pytest.raises(TypeError, match="expects a seqmem.GRU, got LSTM"):
+        update_gate_products(seqmem.LSTM(2, 3).double(), x)
 
 
 # ------------------------------------------------------------------- agreement with independent math

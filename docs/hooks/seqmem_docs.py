@@ -20,9 +20,11 @@ Markers (in the pages' Markdown; paths relative to `docs/`):
 | `<!-- seqmem:bench-plot file=results/bench.json -->` | `seqmem.bench.plot_bench` figures |
 | `<!-- seqmem:speedups file=results/bench.json -->` | numba vs torch, and vs torch.nn, per case |
 | `<!-- seqmem:targets file=results/targets.json cmd="..." -->` | `TargetRecord` table |
-| `<!-- seqmem:compare dir=results/compare-xor-echo cmd="..." -->` | summary table + plot of a sweep |
-| `<!-- seqmem:solved dir=results/claims/copy [mse=0.01] -->` | longest seq_len each model solves |
-| `<!-- seqmem:gradflow dir=results/claims/gradflow cmd="..." -->` | gradient decay table + plot |
+| `<!-- seqmem:compare dir=results/compare-xor-echo cmd="..." [mse=0.01] [plot=state] -->` | table over seeds + plot |
+| `<!-- seqmem:solved dir=results/claims/copy [mse=0.01] -->` | longest seq_len most seeds solve |
+| `<!-- seqmem:success-rate dir=results/claims/forget-init cmd="..." -->` | solved seeds per model and length |
+| `<!-- seqmem:cell dir=results/claims/adding-long model=lstm T=1000 [budget=N] [mse=0.01] -->` | one cell, inline |
+| `<!-- seqmem:gradflow dir=results/claims/gradflow cmd="..." -->` | gradient decay table (over seeds) + plot |
 | `<!-- seqmem:cli -->` | every command and option of `seqmem.cli:app` |
 | `<!-- seqmem:param-table -->` | parameter counts of RNN/GRU/LSTM against the formulas |
 | `<!-- seqmem:output file=results/getting-started/compare.txt -->` | a command's committed output |
@@ -30,6 +32,13 @@ Markers (in the pages' Markdown; paths relative to `docs/`):
 
 The command shown beside a result is the marker's `cmd`, unless a sidecar file records the one that
 was really run: `<file>.cmd` for a file, `<dir>/command.txt` for a compare folder.
+
+Sweep markers summarise over seeds with `scripts/claims.py`'s tables (`seqmem.summary`): the mean of the
+held-out metric with its 95% interval and the seeds that solved the cell (`seqmem.summary.SOLVED`; `mse=`
+replaces the adding problem's threshold). A gradflow folder holds `gradflow.json` (one seed) or
+`seed-*/gradflow.json` (one per seed). A marker whose results are missing renders a "Not yet measured" note
+(`cell`: *not measured yet*; any marker with `missing=skip`: nothing, for a second marker on the same
+results), so a page builds before and after its sweeps run.
 """
 
 from __future__ import annotations
@@ -161,24 +170,36 @@ def _plot_results(files: Files, config: Any) -> None:
     for jsonl in sorted(results.glob("**/results.jsonl")):
         rel = jsonl.parent.relative_to(results).as_posix()  # e.g. compare-xor-echo, claims/adding
         from seqmem.compare import plot_results, read_results
+        from seqmem.report import plot_metric_vs
 
         name = rel.replace("/", "-")
+        records = read_results(jsonl)
         with tempfile.TemporaryDirectory() as tmp:
-            out = plot_results(read_results(jsonl), Path(tmp) / f"{name}.png")
+            out = plot_results(records, Path(tmp) / f"{name}.png")
             if out is not None:
                 uri = f"figures/{name}.png"
                 _add_generated(files, config, uri, out.read_bytes())
                 _generated[f"compare:{rel}"] = f"![{name}](/{uri})\n"
-    for report in sorted(results.glob("**/gradflow.json")):
+            if len({r.get("params_budget") for r in records}) > 1:  # the metric against the state's size
+                out = plot_metric_vs(records, Path(tmp) / f"{name}-state.png", "state_bytes")
+                if out is not None:
+                    uri = f"figures/{name}-state.png"
+                    _add_generated(files, config, uri, out.read_bytes())
+                    _generated[f"compare-state:{rel}"] = f"![{name}: metric against state size](/{uri})\n"
+    folders = {(r.parent.parent if r.parent.name.startswith("seed-") else r.parent)
+               for r in results.glob("**/gradflow.json")}
+    for folder in sorted(folders):
         from seqmem.gradflow import plot_gradflow
 
-        rel = report.parent.relative_to(results).as_posix()
+        rel = folder.relative_to(results).as_posix()
+        first = _claims_script().read_gradflow(folder)[0]  # one figure per folder: its first seed's
         uri = f"figures/{rel.replace('/', '-')}-gradflow.png"
         with tempfile.TemporaryDirectory() as tmp:
-            out = plot_gradflow(json.loads(report.read_text()), Path(tmp) / "gradflow.png")
+            out = plot_gradflow(first, Path(tmp) / "gradflow.png")
             if out is not None:
                 _add_generated(files, config, uri, out.read_bytes())
-                _generated[f"gradflow:{rel}"] = f"![gradient flow](/{uri})\n"
+                seed = first.get("config", {}).get("seed")
+                _generated[f"gradflow:{rel}"] = f"![gradient flow (seed {seed})](/{uri})\n"
 
 
 # ------------------------------------------------------------------------------------------ markers
@@ -228,6 +249,8 @@ def _shell_lines(cmd: str, width: int = 78) -> str:
 
 
 def _missing(what: str, rel: str, args: dict[str, str]) -> str:
+    if args.get("missing") == "skip":  # a second marker on the same results: the first one says it
+        return ""
     cmd = args.get("cmd", "")
     how = f" Run\n\n    ```bash\n    {cmd}\n    ```\n\n    and commit" if cmd else " Commit"
     return (
@@ -385,59 +408,95 @@ def targets_marker(args: dict[str, str], **_: Any) -> str:
     return _command(args, path.with_name(path.name + ".cmd")) + "\n" + _table(header, rows)
 
 
-def compare_marker(args: dict[str, str], **_: Any) -> str:
-    rel = args.get("dir", "results/compare")
-    folder = DOCS / rel
-    jsonl = folder / "results.jsonl"
+def _sweep_records(args: dict[str, str], default: str) -> tuple[str, list[dict[str, Any]] | None, str]:
+    """`(rel, records, note)`: the records of a sweep folder, or `None` and the "Not yet measured" note."""
+    rel = args.get("dir", default)
+    jsonl = DOCS / rel / "results.jsonl"
     if not jsonl.is_file():
-        return _missing("comparison", f"{rel}/results.jsonl", args)
-    from seqmem.compare import best_per_cell, read_results, summarize
-    from seqmem.report import format_metric
+        return rel, None, _missing("sweep", f"{rel}/results.jsonl", args)
+    from seqmem.results import read_results
 
-    records = read_results(jsonl)
-    rows = best_per_cell(summarize(records))  # with a learning-rate grid: the best rate per cell
-    if not rows:
-        return _command(args, folder / "command.txt") + "\nNo finished runs yet.\n"
-    seq_lens = sorted({r["seq_len"] for r in rows})
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    metric = rows[0]["metric"]
-    cells = {(r["model"], r["seq_len"]): r for r in rows}
+    return rel, read_results(jsonl), ""
 
-    def cell(r: dict[str, Any] | None) -> str:
-        if r is None or r["mean"] is None:
-            return "-" if r is None else "diverged"
-        spread = (f" ({format_metric(r['min'], metric)}-{format_metric(r['max'], metric)})"
-                  if r["n"] > 1 and r["min"] != r["max"] else "")
-        return format_metric(r["mean"], metric) + spread  # an MSE in significant digits
 
-    params = {m: next((r["params"] for r in rows if r["model"] == m and r["params"]), None) for m in models}
-    body = [[f"`{m}`", str(params[m] or "-")] + [cell(cells.get((m, t))) for t in seq_lens] for m in models]
+def _rules(args: dict[str, str]) -> Any:
+    return _claims_script().rules_for(float(args["mse"])) if "mse" in args else None
+
+
+def _settings(records: list[dict[str, Any]]) -> str:
+    """Task, steps, learning rates and seeds of a sweep, in one sentence."""
     first = records[0]
     seeds = sorted({r.get("seed") for r in records if r.get("seed") is not None})
     lrs = sorted({r.get("lr") for r in records if r.get("lr") is not None})
     rates = (f"learning rates {', '.join(f'{x:g}' for x in lrs)} (the best per cell)" if len(lrs) > 1
              else f"learning rate {lrs[0]:g}" if lrs else "")
-    note = (f"Task `{first.get('task')}`, {first.get('steps', '?')} training steps, {rates}, seeds "
-            f"{', '.join(map(str, seeds))}; held-out {metric.replace('_', ' ')}, mean over seeds "
-            f"(min-max when they differ).\n")
-    plot = _generated.get(f"compare:{folder.relative_to(DOCS / 'results').as_posix()}", "")
-    return "\n".join([_command(args, folder / "command.txt"), note,
-                      _table(["model", "params"] + [f"T = {t}" for t in seq_lens], body), plot])
+    steps = ", ".join(map(str, sorted({r.get("steps") for r in records if r.get("steps") is not None}))) or "?"
+    return f"Task `{first.get('task')}`, {steps} training steps, {rates}, seeds {', '.join(map(str, seeds))}."
+
+
+def compare_marker(args: dict[str, str], **_: Any) -> str:
+    """A sweep's table over seeds (mean, 95% interval, solved seeds), then its plot."""
+    rel, records, note = _sweep_records(args, "results/compare")
+    if records is None:
+        return note
+    folder = DOCS / rel
+    if not records:
+        return _command(args, folder / "command.txt") + "\nNo finished runs yet.\n"
+    claims = _claims_script()
+    rules = _rules(args)
+    seq_lens = sorted({r["seq_len"] for r in records})
+    models = list(dict.fromkeys(r["model"] for r in records))
+    key = folder.relative_to(DOCS / "results").as_posix()
+    plot = _generated.get(f"compare:{key}", "")
+    if args.get("plot") == "state":
+        plot = _generated.get(f"compare-state:{key}", plot)
+    text = f"{_settings(records)} {claims.caption(records, rules)}\n"
+    return "\n".join([_command(args, folder / "command.txt"), text,
+                      claims.metric_table(seq_lens, models, records, rules) + "\n", plot])
+
+
+def success_rate_marker(args: dict[str, str], **_: Any) -> str:
+    """Seeds that solved each (model, length), with the mean metric: an ablation at a glance."""
+    rel, records, note = _sweep_records(args, "results/claims/forget-init")
+    if records is None:
+        return note
+    claims = _claims_script()
+    seq_lens = sorted({r["seq_len"] for r in records})
+    models = list(dict.fromkeys(r["model"] for r in records))
+    rule = {**claims.SOLVED, **(_rules(args) or {})}.get(records[0]["metric"], ("?", 0.0))
+    text = (f"{_settings(records)} Each cell: the seeds that solved it ({records[0]['metric']} {rule[0]} "
+            f"{rule[1]:g}), then the mean {records[0]['metric']} over seeds.\n")
+    return "\n".join([_command(args, DOCS / rel / "command.txt"), text,
+                      claims.success_table(seq_lens, models, records, _rules(args)) + "\n"])
+
+
+def cell_marker(args: dict[str, str], **_: Any) -> str:
+    """One cell of a sweep, inline (`0.98 [0.95, 1.00] 3/3`), or *not measured yet*."""
+    rel = args.get("dir", "")
+    jsonl = DOCS / rel / "results.jsonl"
+    if not jsonl.is_file():
+        return "*not measured yet*"
+    from seqmem.results import read_results
+
+    claims = _claims_script()
+    table = claims.cells(read_results(jsonl), _rules(args))
+    T, budget = int(args.get("T", 0)), args.get("budget")
+    row = next((r for (m, t, b), r in table.items()
+                if m == args.get("model") and t == T and (budget is None or str(b) == budget)), None)
+    return "*not measured yet*" if row is None else claims.format_cell(row)
 
 
 def _solved(rel: str) -> dict[str, str]:
-    """The longest seq_len each model solves in a committed sweep (`scripts/claims.py`'s rule), or `{}`."""
+    """The longest seq_len most seeds of each model solve in a committed sweep, or `{}`."""
     jsonl = DOCS / rel / "results.jsonl"
     if not jsonl.is_file():
         return {}
-    from seqmem.compare import read_results
+    from seqmem.results import read_results
 
-    claims = _claims_script()
     records = read_results(jsonl)
     seq_lens = sorted({r["seq_len"] for r in records})
     models = list(dict.fromkeys(r["model"] for r in records))
-    sweep = claims.Sweep(rel, records[0]["task"], models, seq_lens, steps=records[0].get("steps", 0))
-    return claims.longest_solved(sweep, records, 0.01)
+    return _claims_script().longest_solved(seq_lens, models, records)
 
 
 def summary_marker(args: dict[str, str], **_: Any) -> str:
@@ -541,36 +600,34 @@ def _claims_script() -> Any:
 
 
 def solved_marker(args: dict[str, str], **_: Any) -> str:
-    """The longest seq_len each model solves in a sweep (`scripts/claims.py`'s rule)."""
-    rel = args.get("dir", "results/claims/copy")
-    jsonl = DOCS / rel / "results.jsonl"
-    if not jsonl.is_file():
-        return _missing("sweep", f"{rel}/results.jsonl", args)
-    from seqmem.compare import read_results
-
+    """The longest seq_len most seeds of each model solve in a sweep (`scripts/claims.py`'s rule)."""
+    rel, records, note = _sweep_records(args, "results/claims/copy")
+    if records is None:
+        return note
     claims = _claims_script()
-    records = read_results(jsonl)
+    metric = records[0].get("metric", "accuracy")
+    op, threshold = {**claims.SOLVED, **(_rules(args) or {})}[metric]
     seq_lens = sorted({r["seq_len"] for r in records})
     models = list(dict.fromkeys(r["model"] for r in records))
-    sweep = claims.Sweep(rel, records[0]["task"], models, seq_lens, steps=records[0].get("steps", 0))
-    threshold = float(args.get("mse", 0.01))
-    rule = (f"held-out MSE below {threshold:g}" if records[0].get("metric") == "mse"
-            else f"accuracy above {claims.SOLVED_ACCURACY:.0%}")
-    longest = claims.longest_solved(sweep, records, threshold)
+    longest = claims.longest_solved(seq_lens, models, records, _rules(args))
     rows = [[f"`{m}`", v] for m, v in longest.items()]
-    return f"Solved means {rule}.\n\n" + _table(["model", "longest seq_len solved"], rows)
+    return (f"Solved means held-out {metric} {op} {threshold:g} for most seeds.\n\n"
+            + _table(["model", "longest seq_len solved"], rows))
 
 
 def gradflow_marker(args: dict[str, str], **_: Any) -> str:
-    """Decay of the gradient with distance, per model, before and after training (`seqmem gradflow`)."""
+    """Decay of the gradient with distance, per model, before and after training, over seeds (`seqmem gradflow`)."""
     rel = args.get("dir", "results/claims/gradflow")
-    path = DOCS / rel / "gradflow.json"
-    if not path.is_file():
+    claims = _claims_script()
+    results = claims.read_gradflow(DOCS / rel)
+    if not results:
         return _missing("gradient-flow report", f"{rel}/gradflow.json", args)
-    result = json.loads(path.read_text())
-    table = _claims_script().gradflow_table(result)
+    seeds = [r["config"].get("seed") for r in results]
+    note = (f"Seeds {', '.join(map(str, seeds))}: the geometric mean of the ratios over seeds, the mean of the "
+            f"decay, each with its 95% interval.\n" if len(results) > 1 else "")
+    table = claims.gradflow_table(results)
     plot = _generated.get(f"gradflow:{Path(rel).relative_to('results').as_posix()}", "")
-    return "\n".join([_command(args, path.with_name("command.txt")), table, "", plot])
+    return "\n".join([_command(args, DOCS / rel / "command.txt"), note, table, "", plot])
 
 
 def cli_marker(args: dict[str, str], **_: Any) -> str:
@@ -694,6 +751,8 @@ MARKERS = {
     "speedups": speedups_marker,
     "targets": targets_marker,
     "compare": compare_marker,
+    "success-rate": success_rate_marker,
+    "cell": cell_marker,
     "solved": solved_marker,
     "gradflow": gradflow_marker,
     "cli": cli_marker,

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from .._module import _check_flag, fused_kernels
+from .._chrono import check_chrono_t_max, chrono_bias
+from .._module import _check_flag, check_choice, fused_kernels
 from .._recurrent import RecurrentBase, needs_grad
 from .._stream_table import LayerKernel
 from ..protocol import GRUState
 from ..stream import layer_step
-from .reference import gru_cell, gru_scan
+from .reference import GRUGates, gru_cell, gru_scan
 
-__all__ = ["GRU"]
+__all__ = ["GRU", "UPDATE_INITS"]
+
+UPDATE_INITS = ("uniform", "chrono")
+"""The initialisations of the update-gate bias: `torch.nn`'s uniform draw, or chrono."""
 
 
 class GRU(RecurrentBase):
@@ -29,6 +34,17 @@ class GRU(RecurrentBase):
             $n_t = \tanh(W_{in} x_t + b_{in} + W_{hn} (r_t \odot h_{t-1}) + b_{hn})$.
             Both have $3(HI + H^2 + 2H)$ parameters.
         backend: `"torch"` (reference) or `"numba"`.
+        update_init: how `reset_parameters` sets the update-gate bias. `"uniform"`: as `torch.nn.GRU`,
+            $\mathcal{U}(-1/\sqrt{H}, 1/\sqrt{H})$ for `b_iz` and `b_hz`. `"chrono"`: Tallec & Ollivier's
+            (2018, sec. 4) initialisation carried over to the GRU, whose $z_t$ is the keep gate here
+            (it plays the LSTM forget gate's part, and $1 - z_t$ the input gate's, tied to it):
+            $b_{iz} + b_{hz} = b_z \sim \log \mathcal{U}(1, T_{max} - 1)$ unit by unit, so the
+            characteristic forgetting times $1 / (1 - \sigma(b_z)) = 1 + e^{b_z}$ are spread uniformly
+            over $[2, T_{max}]$ steps. (Papers that write the GRU as $h_t = (1 - z_t) h_{t-1} + z_t n_t$
+            have the opposite sign, $b_z = -\log u$.) Needs `bias=True`; biases only, so `from_torch`
+            and `to_torch` are unaffected.
+        chrono_t_max: $T_{max}$, the longest dependency in steps to cover (e.g. the sequence length),
+            a number >= 2; required with `update_init="chrono"`, refused otherwise.
 
     Attributes:
         weight_ih (Tensor): `(3H, I)` input weights, gate blocks `r, z, n` stacked as in `torch.nn.GRU`.
@@ -37,14 +53,18 @@ class GRU(RecurrentBase):
         bias_hh (Tensor | None): `(3H,)` recurrent bias, or `None` without bias.
 
     Raises:
-        TypeError: if `bias` or `reset_after` is not a bool.
-        ValueError: for a non-positive size or an unknown backend.
+        TypeError: if `bias` or `reset_after` is not a bool, `update_init` not a string or `chrono_t_max`
+            not a real number.
+        ValueError: for a non-positive size, an unknown backend or `update_init`, or a `chrono_t_max`
+            below 2, given without `update_init="chrono"`, or chrono without biases.
 
     References:
         Cho, K. et al. (2014). Learning phrase representations using RNN encoder-decoder for statistical
         machine translation. EMNLP, eq. (5)-(8).
         Chung, J. et al. (2014). Empirical evaluation of gated recurrent neural networks on sequence
         modeling. arXiv:1412.3555.
+        Tallec, C. & Ollivier, Y. (2018). Can recurrent neural networks warp time? ICLR, sec. 4
+        (chrono initialisation).
 
     Example:
         >>> import torch, seqmem
@@ -75,14 +95,32 @@ class GRU(RecurrentBase):
         bias: bool = True,
         reset_after: bool = True,
         backend: str = "torch",
+        *,
+        update_init: str = "uniform",
+        chrono_t_max: float | None = None,
     ) -> None:
         _check_flag("GRU", reset_after=reset_after)
+        check_choice("update_init", update_init, UPDATE_INITS, "GRU")
+        t_max = check_chrono_t_max("GRU", "update_init", update_init, chrono_t_max, bool(bias))
         super().__init__(input_size, hidden_size, bias=bias, backend=backend)
         self.reset_after = bool(reset_after)
+        self.update_init = update_init
+        self.chrono_t_max = t_max
         self.reset_parameters()
 
+    def reset_parameters(self) -> None:
+        r"""`torch.nn` initialisation; with `update_init="chrono"`, then `b_iz + b_hz = b_z`,
+        $b_z \sim \log \mathcal{U}(1, T_{max} - 1)$ per unit (`b_hz` zero), from torch's global generator."""
+        super().reset_parameters()
+        if self.bias and self.update_init == "chrono":
+            H = self.hidden_size
+            with torch.no_grad():
+                self.bias_ih[H : 2 * H].copy_(chrono_bias(H, self.chrono_t_max, like=self.bias_ih))
+                self.bias_hh[H : 2 * H].zero_()
+
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", reset_after={self.reset_after}"
+        chrono = f", update_init='chrono', chrono_t_max={self.chrono_t_max}" if self.update_init == "chrono" else ""
+        return super().extra_repr() + f", reset_after={self.reset_after}" + chrono
 
     def _torch_incompatibility(self) -> str | None:
         if self.reset_after:
@@ -120,3 +158,22 @@ class GRU(RecurrentBase):
         else:
             h = gru_cell(x_t, state.h, *params, reset_after=self.reset_after)
         return h, GRUState(h)
+
+    def gates(self, x: Tensor, state: GRUState | None = None) -> GRUGates:
+        """The gate activations over a sequence (always computed by the `"torch"` reference).
+
+        Args:
+            x: `(batch, seq_len, input_size)`.
+            state: the state to start from, or `None` for zeros.
+
+        Returns:
+            `GRUGates(r, z, n)`, each `(batch, seq_len, hidden_size)`: e.g. the update gates `z`, whose
+            running product is the gain of the direct path `h_{t-1} -> h_t` (the LSTM forget gate's part).
+
+        Raises:
+            TypeError, ValueError: as `forward`.
+        """
+        self._check_input(x, rank=3)
+        state = self._check_state(state, x)
+        return gru_scan(x, *self._params(), reset_after=self.reset_after, initial_state=state.h,
+                        return_gates=True)[2]

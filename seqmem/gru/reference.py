@@ -17,17 +17,29 @@ References:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["gru_cell", "gru_scan"]
+__all__ = ["GRUGates", "gru_cell", "gru_scan"]
 
 
-def _gru_update(
+class GRUGates(NamedTuple):
+    """The gate activations of a GRU run, each `(batch, seq_len, hidden_size)` (or one step's
+    `(batch, hidden_size)`), after their nonlinearity: reset `r`, update `z` (the keep gate:
+    `h_t = (1 - z_t) * n_t + z_t * h_{t-1}`), candidate `n`."""
+
+    r: Tensor
+    z: Tensor
+    n: Tensor
+
+
+def _gru_gates(
     gx: Tensor, h: Tensor, weight_hh: Tensor, bias_hh: Tensor | None, reset_after: bool
-) -> Tensor:
-    """From the input projection `gx = W_ih x_t + b_ih` `(B, 3H)` and `h_{t-1}` to `h_t`."""
+) -> GRUGates:
+    """From the input projection `gx = W_ih x_t + b_ih` `(B, 3H)` and `h_{t-1}` to the gates `r, z, n`."""
     H = h.shape[-1]
     x_r, x_z, x_n = gx.chunk(3, dim=-1)
     if reset_after:
@@ -42,7 +54,15 @@ def _gru_update(
         r = torch.sigmoid(x_r + F.linear(h, weight_hh[:H], b_r))
         z = torch.sigmoid(x_z + F.linear(h, weight_hh[H : 2 * H], b_z))
         n = torch.tanh(x_n + F.linear(r * h, weight_hh[2 * H :], b_n))
-    return (1 - z) * n + z * h
+    return GRUGates(r, z, n)
+
+
+def _gru_update(
+    gx: Tensor, h: Tensor, weight_hh: Tensor, bias_hh: Tensor | None, reset_after: bool
+) -> tuple[Tensor, GRUGates]:
+    """From the input projection `gx = W_ih x_t + b_ih` `(B, 3H)` and `h_{t-1}` to `(h_t, gates)`."""
+    gates = _gru_gates(gx, h, weight_hh, bias_hh, reset_after)
+    return (1 - gates.z) * gates.n + gates.z * h, gates
 
 
 def gru_cell(
@@ -68,7 +88,7 @@ def gru_cell(
     Returns:
         `(batch, hidden_size)` the next hidden state.
     """
-    return _gru_update(F.linear(x_t, weight_ih, bias_ih), h, weight_hh, bias_hh, reset_after)
+    return _gru_update(F.linear(x_t, weight_ih, bias_ih), h, weight_hh, bias_hh, reset_after)[0]
 
 
 def gru_scan(
@@ -79,7 +99,8 @@ def gru_scan(
     bias_hh: Tensor | None = None,
     reset_after: bool = True,
     initial_state: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
+    return_gates: bool = False,
+) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, GRUGates]:
     """The GRU over a sequence.
 
     Args:
@@ -90,15 +111,22 @@ def gru_scan(
         bias_hh: `(3 * hidden_size,)` or `None`.
         reset_after: `True` for the torch/cuDNN form, `False` for Cho et al. (2014).
         initial_state: `(batch, hidden_size)` `h_0`, zeros if `None`.
+        return_gates: also return the gate activations of every step.
 
     Returns:
-        `(y, h_T)`: `y` `(batch, seq_len, hidden_size)` holds every `h_t`; `h_T` the last.
+        `(y, h_T)`: `y` `(batch, seq_len, hidden_size)` holds every `h_t`; `h_T` the last; with
+        `return_gates`, also `GRUGates` of `(batch, seq_len, hidden_size)` tensors.
     """
     B, T, _ = x.shape
     h = x.new_zeros(B, weight_hh.shape[1]) if initial_state is None else initial_state
     gx = F.linear(x, weight_ih, bias_ih)  # (B, T, 3H)
-    ys = []
+    ys, all_gates = [], []
     for t in range(T):
-        h = _gru_update(gx[:, t], h, weight_hh, bias_hh, reset_after)
+        h, gates = _gru_update(gx[:, t], h, weight_hh, bias_hh, reset_after)
         ys.append(h)
-    return torch.stack(ys, dim=1), h
+        if return_gates:
+            all_gates.append(gates)
+    y = torch.stack(ys, dim=1)
+    if return_gates:
+        return y, h, GRUGates(*(torch.stack(g, dim=1) for g in zip(*all_gates, strict=True)))
+    return y, h

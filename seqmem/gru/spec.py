@@ -9,16 +9,26 @@ from .module import GRU
 
 
 def _configs(max_size: int) -> Any:
-    """`input_size`, `hidden_size`, `bias`, `reset_after` (both reset conventions)."""
+    """`input_size`, `hidden_size`, `bias`, `reset_after` (both reset conventions), and `update_init`:
+    torch's uniform draw, or chrono with `chrono_t_max` in 2..max_size (then `bias=True`)."""
     from hypothesis import strategies as st
 
     size = st.integers(1, max_size)
-    return st.fixed_dictionaries({
+    uniform = st.fixed_dictionaries({
         "input_size": size,
         "hidden_size": size,
         "bias": st.booleans(),
         "reset_after": st.booleans().map(lambda b: not b),
     })
+    chrono = st.fixed_dictionaries({
+        "input_size": size,
+        "hidden_size": size,
+        "bias": st.just(True),
+        "reset_after": st.booleans().map(lambda b: not b),
+        "update_init": st.just("chrono"),
+        "chrono_t_max": st.integers(2, max(2, max_size)),  # a time scale, drawn like the sizes
+    })
+    return uniform | chrono  # shrinks towards the uniform initialisation
 
 
 SPECS = (

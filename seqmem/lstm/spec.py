@@ -9,17 +9,27 @@ from .module import LSTM
 
 
 def _configs(max_size: int) -> Any:
-    """`input_size`, `hidden_size`, `bias`, `forget_bias` (1, 0, 2), `peephole`."""
+    """`input_size`, `hidden_size`, `bias`, `forget_bias` (1, 0, 2), `peephole`, and `forget_init`:
+    constant (the bias above), or chrono with `chrono_t_max` in 2..max_size (then `bias=True`)."""
     from hypothesis import strategies as st
 
     size = st.integers(1, max_size)
-    return st.fixed_dictionaries({
+    constant = st.fixed_dictionaries({
         "input_size": size,
         "hidden_size": size,
         "bias": st.booleans(),
         "forget_bias": st.sampled_from([1.0, 0.0, 2.0]),
         "peephole": st.booleans(),
     })
+    chrono = st.fixed_dictionaries({
+        "input_size": size,
+        "hidden_size": size,
+        "bias": st.just(True),
+        "peephole": st.booleans(),
+        "forget_init": st.just("chrono"),
+        "chrono_t_max": st.integers(2, max(2, max_size)),  # a time scale, drawn like the sizes
+    })
+    return constant | chrono  # shrinks towards the constant initialisation
 
 
 SPECS = (

@@ -272,8 +272,8 @@ def model_configs(family: str | None = None, *, max_size: int = 8) -> st.SearchS
     | family | drawn |
     | --- | --- |
     | `rnn` | `input_size`, `hidden_size`, `nonlinearity` (tanh, relu), `bias` |
-    | `lstm` | `input_size`, `hidden_size`, `bias`, `forget_bias`, `peephole` |
-    | `gru` | `input_size`, `hidden_size`, `bias`, `reset_after` |
+    | `lstm` | `input_size`, `hidden_size`, `bias`, `forget_bias`, `peephole`, `forget_init` (+ `chrono_t_max`) |
+    | `gru` | `input_size`, `hidden_size`, `bias`, `reset_after`, `update_init` (+ `chrono_t_max`) |
     | `transformer` | `n_heads`, `d_model` (even head size), `n_layers`, `mlp_ratio`, `bias`, `rope_base` |
     | `mamba`, `s4d` | `d_model`, `d_state`, `d_conv` (1-4), `expand` (1-2), `dt_rank`, `bias`, `conv_bias` |
     | a registered model without `configs` | its width (on its grid) and input size |
