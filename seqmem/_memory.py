@@ -232,6 +232,11 @@ def _estimate(
     with torch.random.fork_rng(devices=[]):  # building draws initial weights: keep the caller's stream
         if width <= _DIRECT_WIDTH:
             return _parts(make(width), train, batch_size, seq_len, cached, dtype)
+        try:  # exact, and nothing allocated: the network built at full width on the meta device
+            with torch.device("meta"):
+                return _parts(make(width), train, batch_size, seq_len, cached, dtype)
+        except (NotImplementedError, RuntimeError):  # a constructor that reads its values: extrapolate
+            pass
         probes = [k * step for k in (1, 2, 3)]  # every part is a polynomial of degree <= 2 in the width
         values = [_parts(make(w), train, batch_size, seq_len, cached, dtype) for w in probes]
     return tuple(max(0, math.ceil(_quadratic(probes, [v[i] for v in values], width))) for i in range(3))  # type: ignore[return-value]
@@ -389,7 +394,12 @@ def available_memory_bytes() -> int | None:
 
 
 def check_fits(
-    estimate: MemoryEstimate | int, *, what: str | None = None, force: bool = False, available: int | None = None
+    estimate: MemoryEstimate | int,
+    *,
+    what: str | None = None,
+    force: bool = False,
+    available: int | None = None,
+    force_hint: str = "force it",
 ) -> None:
     """Raise a `ValueError` if an estimate exceeds the memory available, unless `force`.
 
@@ -399,6 +409,7 @@ def check_fits(
         force: do not raise (try anyway: the estimate errs on the side of too much).
         available: bytes available (default: `available_memory_bytes()`; if that is unknown, nothing
             is checked).
+        force_hint: how the caller forces it, for the message (e.g. `"pass --force"`).
 
     Raises:
         ValueError: naming the estimate (by part) and the memory available, if it does not fit.
@@ -415,5 +426,5 @@ def check_fits(
         described = f"{what or 'this'} needs about {format_bytes(need)}"
     raise ValueError(
         f"{described}; this machine has {format_bytes(available)} available. Use a smaller batch, "
-        f"seq_len or width (or force it if the estimate is too cautious)"
+        f"seq_len or width (or {force_hint} if the estimate is too cautious)"
     )

@@ -443,6 +443,9 @@ def compare_command(
     plot: Annotated[
         bool, typer.Option("--plot/--no-plot", help="Write <out>/<task>.png (needs matplotlib).")
     ] = True,
+    force: Annotated[
+        bool, typer.Option("--force", help="Train even if the largest run's memory estimate exceeds free memory.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Train each model on a task at each sequence length, budgets matched; table, JSON lines, plot.
@@ -518,6 +521,7 @@ def compare_command(
             jobs=jobs,
             address=address,
             threads=threads,
+            force=force,
             progress=reporter,
         )
     except SweepError as e:

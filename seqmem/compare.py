@@ -198,6 +198,7 @@ class _Sweep:
     plot: bool
     save_weights: bool
     threads: int | None
+    force: bool = False
 
 
 def _data_task(task: str, seq_lens: Any, task_kwargs: Any, data: Any) -> tuple[str, Any, dict[str, Any]]:
@@ -227,7 +228,7 @@ def _backend_for(spec: ModelSpec, backend: str) -> str:
 def _check(*, task: str, models: Any, seq_lens: Any, seeds: Any, params: Any, lr: Any, lrs: Any,
            weight_decay: Any, clip: Any, tbptt: Any, steps: Any, batch_size: Any, eval_batches: Any,
            task_kwargs: Any, backend: Any, out: Any, plot: bool, save_weights: bool, executor: Any,
-           jobs: Any, address: Any, threads: Any) -> _Sweep:
+           jobs: Any, address: Any, threads: Any, force: bool = False) -> _Sweep:
     """Every argument of `compare` checked, before any work; see `compare` for what each means."""
     if task not in task_names():
         get_task(task, seq_len=1)  # raises the registry's error, listing the known tasks
@@ -261,7 +262,7 @@ def _check(*, task: str, models: Any, seq_lens: Any, seeds: Any, params: Any, lr
         task_kwargs=dict(task_kwargs or {}),
         backends={s.name: _backend_for(s, backend) for s in specs},
         runner=runner, out=Path(out) if out is not None else None, plot=plot, save_weights=save_weights,
-        threads=threads,
+        threads=threads, force=bool(force),
     )
 
 
@@ -291,6 +292,35 @@ def _plan(sweep: _Sweep) -> list[RunJob]:
                         )
                         jobs.append(RunJob(spec, width, m, sweep.task_kwargs, sweep.save_weights))
     return jobs
+
+
+def _check_sizes(sweep: _Sweep, jobs: list[RunJob]) -> None:
+    """Refuse, before any work, a sweep whose largest training step cannot fit in memory (unless
+    `force`): per model, the run with the longest sequence and the one with the widest network,
+    estimated by `seqmem._memory` (parameters, AdamW's state, the batch, activations)."""
+    from ._memory import check_fits, estimate_train_bytes
+    from .network import SequenceNetwork
+
+    if sweep.force:
+        return
+    picks: dict[int, RunJob] = {}
+    for name in dict.fromkeys(job.model.name for job in jobs):
+        mine = [job for job in jobs if job.model.name == name]
+        longest = max(mine, key=lambda j: (j.spec.seq_len, j.width))
+        widest = max(mine, key=lambda j: (j.width, j.spec.seq_len))
+        picks.update({id(longest): longest, id(widest): widest})
+    for job in picks.values():
+        spec, task = job.spec, get_task(job.spec.task, seq_len=job.spec.seq_len, **job.task_kwargs)
+        kwargs = {"backend": spec.backend} if len(job.model.backends) > 1 or spec.backend != "torch" else {}
+
+        def make(width: int, job: RunJob = job, task: Any = task, kwargs: dict[str, Any] = kwargs) -> Any:
+            return SequenceNetwork.for_task(job.model, task, width, **kwargs)
+
+        estimate = estimate_train_bytes(make, spec.batch_size, spec.seq_len, job.width, tbptt=spec.tbptt,
+                                        optimizer_states=2)
+        what = (f"compare: training {spec.model} ({spec.backend}) at batch {spec.batch_size}, seq_len "
+                f"{spec.seq_len}, width {job.width}")
+        check_fits(estimate, what=what, force_hint="pass force=True, --force on the command line,")
 
 
 # -------------------------------------------------------------------------------------------- run
@@ -330,6 +360,11 @@ def _run(sweep: _Sweep, jobs: list[RunJob], progress: CompareProgress) -> list[d
             sweep.out.mkdir(parents=True, exist_ok=True)
             stack.enter_context(sweep_lock(sweep.out))
             done = {rec["id"]: rec for rec in read_results(sweep.out / RESULTS_FILE)}
+            if sweep.save_weights:  # before any run trains: a folder it cannot write into, and leftovers
+                from .io import check_writable_folder, remove_temp_files
+
+                check_writable_folder(sweep.out / WEIGHTS_DIR)
+                remove_temp_files(sweep.out / WEIGHTS_DIR)
         progress.sweep_started(total)
         todo = []
         for index, job in enumerate(jobs):
@@ -391,6 +426,7 @@ def compare(
     jobs: int | None = None,
     address: str | None = None,
     threads: int | None = None,
+    force: bool = False,
     progress: CompareProgress | None = None,
 ) -> list[dict[str, Any]]:
     """Train each model on a task at each sequence length, budget, learning rate and seed.
@@ -463,6 +499,8 @@ def compare(
         threads: threads of torch, numba and BLAS: of this process for the inline executor (restored
             afterwards; `None` leaves the current setting), of each worker otherwise (`None`: 1).
             Networks this small often run fastest on one thread.
+        force: train even if the memory estimate of the largest run exceeds the memory available
+            (the estimate errs on the side of too much).
         progress: a `CompareProgress` to report to.
 
     Returns:
@@ -473,8 +511,10 @@ def compare(
             data set (the message names the key and the shape), a model import path that does not
             import, a model that a process pool cannot import, an empty or invalid list, a
             non-positive `steps`, `params`, `batch_size`, `eval_batches`, `jobs`, `tbptt` or `lr`,
-            bad task options, `save_weights` without `out`, or a budget that some model cannot
-            meet; all before any training.
+            bad task options, `save_weights` without `out`, a budget that some model cannot
+            meet, or (without `force`) a run whose estimated memory exceeds the memory available;
+            all before any training.
+        OSError: if `save_weights` and `<out>/weights` cannot be written into (before any training).
         FileNotFoundError: for a missing corpus file (`text`).
         RuntimeError: if another sweep holds the lock on `out`.
         SweepError: after the sweep, if some runs raised an error.
@@ -492,6 +532,8 @@ def compare(
         task=task, models=models, seq_lens=seq_lens, seeds=seeds, params=params, lr=lr, lrs=lrs,
         weight_decay=weight_decay, clip=clip, tbptt=tbptt, steps=steps, batch_size=batch_size,
         eval_batches=eval_batches, task_kwargs=task_kwargs, backend=backend, out=out, plot=plot,
-        save_weights=save_weights, executor=executor, jobs=jobs, address=address, threads=threads,
+        save_weights=save_weights, executor=executor, jobs=jobs, address=address, threads=threads, force=force,
     )
-    return _run(sweep, _plan(sweep), progress or CompareProgress())
+    jobs_ = _plan(sweep)
+    _check_sizes(sweep, jobs_)
+    return _run(sweep, jobs_, progress or CompareProgress())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -184,3 +185,48 @@ def test_the_lock_survives_the_results_file_being_replaced(tmp_path):
         with pytest.raises(RuntimeError, match="another sweep is writing"):
             compare("xor-echo", ["rnn"], [3], [0], out=tmp_path, plot=False, **TINY)
     assert not (tmp_path / "results.jsonl").exists()  # the refused sweep wrote nothing
+
+
+# ------------------------------------------------------------------ sizes, weights folder and leftovers, before work
+def test_a_sweep_that_cannot_fit_is_refused_before_any_work_unless_forced(tmp_path, monkeypatch):
+    import seqmem._memory as memory
+
+    trained, real = [], sys.modules["seqmem.compare"].execute_run
+    monkeypatch.setattr(sys.modules["seqmem.compare"], "execute_run", lambda job, callback=None: trained.append(job))
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1_000_000)  # 1 MB free
+    with pytest.raises(ValueError, match=r"training rnn \(torch\) at batch 512, seq_len 200, width \d+ needs about "
+                                         r".* this machine has 977 KiB available.*pass force=True, --force"):
+        compare("xor-echo", ["rnn", "gru"], [10, 200], steps=2, params=3000, batch_size=512, eval_batches=1,
+                backend="torch", out=tmp_path, plot=False)
+    assert trained == [] and not (tmp_path / "results.jsonl").exists()
+    monkeypatch.setattr(sys.modules["seqmem.compare"], "execute_run", real)
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1 << 40)
+    records = compare("xor-echo", ["gru"], [4], steps=2, params=3000, batch_size=8, eval_batches=1, plot=False)
+    assert len(records) == 1  # fits: trains as before
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1_000)
+    records = compare("xor-echo", ["gru"], [4], steps=2, params=3000, batch_size=8, eval_batches=1, plot=False,
+                      force=True)
+    assert len(records) == 1
+
+
+def test_save_weights_into_a_folder_it_cannot_write_is_refused_before_training(tmp_path, monkeypatch):
+    trained = []
+    monkeypatch.setattr(sys.modules["seqmem.compare"], "execute_run", lambda job, callback=None: trained.append(job))
+    (tmp_path / "weights").write_text("a file where the weights folder goes")
+    with pytest.raises(NotADirectoryError, match="cannot write into .*weights: it exists and is not a folder"):
+        compare("xor-echo", ["gru"], [4], steps=2, params=3000, out=tmp_path, plot=False, save_weights=True,
+                executor="inline")
+    assert trained == []
+
+
+def test_resume_removes_the_temporary_files_of_killed_writes(tmp_path):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    leftover = weights / ".abc123.safetensors.x7k2q9.tmp"
+    leftover.write_bytes(b"half a file")
+    mine = weights / "notes.txt"  # not a temporary file of seqmem's: kept
+    mine.write_text("keep")
+    compare("xor-echo", ["gru"], [4], steps=2, params=3000, batch_size=8, eval_batches=1, out=tmp_path,
+            plot=False, save_weights=True)
+    assert not leftover.exists() and mine.read_text() == "keep"
+    assert sorted(p.suffix for p in weights.iterdir() if p.name != "notes.txt") == [".json", ".safetensors"]

@@ -276,13 +276,14 @@ class MLSTM(SequenceModule):
         return self.proj_down((h + self.learnable_skip * u) * F.silu(z))
 
     def _activation_elements(self, train: bool, batch_size: int, seq_len: int, cached: int = 0) -> ActivationElements:
-        # per position, for seqmem._memory: measured with torch.profiler at the default sizes (expand 2). The
+        # per position, for seqmem._memory: measured with torch.profiler at the default sizes (expand 2) and
+        # raised to cover the tests' small sizes (inference peaked at 1.5x the first fit there). The
         # chunkwise parallel form holds, per head, a chunk's (C, C) gate and score matrices; training keeps the
         # up-projection, convolution, q/k/v, gates and those matrices for the backward.
         D, scores = self.d_model, self.n_heads * min(self.chunk_size, seq_len)
         if train:
             return ActivationElements(61.0 * D + 3.9 * scores, 0.0)
-        return ActivationElements(D, 16.3 * D + 1.9 * scores)
+        return ActivationElements(D, 26.0 * D + 3.0 * scores)
 
     def _forward(self, x: Tensor, state: MLSTMState) -> tuple[Tensor, MLSTMState]:
         # x: (B, T, d_model)
