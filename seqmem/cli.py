@@ -207,6 +207,14 @@ def _choice(value: str, option: str, known: list[str], what: str) -> str:
     return value
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def _task(value: str, option: str = "--task") -> str:
     from .tasks import task_names
 
@@ -427,7 +435,10 @@ def compare_command(
     ] = "local",
     jobs: Annotated[
         int | None,
-        typer.Option("--jobs", "-j", min=1, metavar="N", help="Runs at once: pool workers or local Ray CPUs."),
+        typer.Option(
+            "--jobs", "-j", min=1, metavar="N", show_default="1 per CPU",
+            help="Runs at once: pool workers or local Ray CPUs.",
+        ),
     ] = None,
     address: Annotated[
         str | None,
@@ -493,6 +504,9 @@ def compare_command(
         lens, task = [described.seq_len], "data"
         _stderr.print(f"data: {data}: {described.describe()}")
 
+    if jobs is None and executor == "local":  # the machine's CPUs, one run each (1 thread per worker)
+        runs = len(model_list) * len(lens) * len(seed_list) * len(budgets) * len(lr_grid or [lr])
+        jobs = max(1, min(_usable_cpus(), runs))
     progress, reporter = _progress_bars(quiet)
     try:
         if progress is not None:
