@@ -16,6 +16,7 @@ Markers (in the pages' Markdown; paths relative to `docs/`):
 | marker | renders |
 | --- | --- |
 | `<!-- seqmem:summary [T=1024] [bench=...] [xor=...] [copy=...] [selective=...] -->` | one row per model |
+| `<!-- seqmem:tasks dirs="Selective copy=results/a;Recall=results/b" [models=...] [bench=...] [T=1024] -->` | model x task |
 | `<!-- seqmem:bench file=results/bench.json cmd="..." [mode=...] [show=...] [collapsed=true] -->` | bench tables |
 | `<!-- seqmem:bench-plot file=results/bench.json -->` | `seqmem.bench.plot_bench` figures |
 | `<!-- seqmem:speedups file=results/bench.json -->` | numba vs torch, and vs torch.nn, per case |
@@ -558,6 +559,41 @@ def summary_marker(args: dict[str, str], **_: Any) -> str:
     return _table(header, body) + "\n" + sources + "\n"
 
 
+def tasks_marker(args: dict[str, str], **_: Any) -> str:
+    """One row per model, one column per (task, seq_len) of several compare folders, plus the state a
+    stream holds after `T` tokens (from the benchmark): the held-out metric's mean over seeds at the
+    best learning rate of each cell."""
+    from seqmem.compare import best_per_cell, read_results, summarize
+
+    columns: list[tuple[str, int]] = []
+    cells: dict[tuple[str, int, str], float] = {}
+    for item in args.get("dirs", "").split(";"):
+        label, _, rel = item.partition("=")
+        path = DOCS / rel.strip() / "results.jsonl"
+        if not path.is_file():
+            return _missing("results folder", rel.strip(), args)
+        rows = best_per_cell(summarize(read_results(path)))
+        for T in sorted({r["seq_len"] for r in rows}):
+            columns.append((label.strip(), T))
+        for r in rows:
+            if r["mean"] is not None:
+                cells[(label.strip(), r["seq_len"], r["model"])] = r["mean"]
+    seen = list(dict.fromkeys(m for (_, _, m) in cells))
+    models = [m.strip() for m in args["models"].split(",")] if "models" in args else seen
+    T = int(args.get("T", 1024))
+    bench_rel = args.get("bench", "results/bench.json")
+    bench = [r for r in _load_json_list(DOCS / bench_rel) if "mode" in r] if (DOCS / bench_rel).is_file() else []
+    state = {r["model"]: r.get("state_bytes") for r in bench if r["mode"] == "step" and r["seq_len"] == T}
+    header = ["model", *(f"{label}, T = {t}" for label, t in columns), f"state after {T} tokens"]
+    body = [[f"`{m}`", *(f"{cells[(label, t, m)]:.2f}" if (label, t, m) in cells else "not run"
+                         for label, t in columns), _fmt_bytes(state.get(m)) if state.get(m) else "-"]
+            for m in models]
+    return _table(header, body) + (
+        f"\nMean held-out per-token accuracy over the seeds run, at the best learning rate of each cell; state: "
+        f"what a stream holds after {T} tokens, batch 1 (`docs/{bench_rel}`).\n"
+    )
+
+
 def output_marker(args: dict[str, str], **_: Any) -> str:
     """What a command printed, from a committed text file, as a text block."""
     rel = args.get("file", "")
@@ -746,6 +782,7 @@ def api_rest_marker(args: dict[str, str], markdown: str = "", **_: Any) -> str:
 
 MARKERS = {
     "summary": summary_marker,
+    "tasks": tasks_marker,
     "bench": bench_marker,
     "bench-plot": bench_plot_marker,
     "speedups": speedups_marker,
