@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import subprocess
@@ -280,3 +281,20 @@ def test_version_and_help_import_neither_torch_nor_rich(args):
             "print(sorted(m for m in ('torch', 'numba', 'numpy', 'rich') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[-1] == "[]", out
+
+
+@pytest.mark.parametrize(("given", "cpus", "runs_args", "expected"), [
+    ([], 2, ["--models", "rnn,gru", "--seq-lens", "3,4"], 2),      # one worker per CPU
+    ([], 8, ["--models", "rnn", "--seq-lens", "3,4"], 2),          # never more workers than runs
+    (["-j", "1"], 8, ["--models", "rnn,gru", "--seq-lens", "3,4"], 1),  # as given
+    (["--executor", "inline"], 8, ["--models", "rnn", "--seq-lens", "3"], None),
+])
+def test_compare_runs_one_run_per_cpu_by_default(monkeypatch, tmp_path, given, cpus, runs_args, expected):
+    import seqmem.cli as cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "_usable_cpus", lambda: cpus)
+    monkeypatch.setattr(importlib.import_module("seqmem.compare"), "compare", lambda *a, **kw: seen.update(kw) or [])
+    res = runner.invoke(app, ["compare", *runs_args, *given, "--quiet", "--no-plot", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert seen["jobs"] == expected
