@@ -120,7 +120,8 @@ def kernel_step(layer: LayerKernel, x_t: Tensor, state: Sequence[Tensor]) -> tup
     """One step of one layer on its fused kernel: the no-grad `step` of the numba backend.
 
     Reads the parameters in place and writes a new state into fresh tensors (the caller's state
-    is left as it was; nothing is cached between calls, so calls from several threads are safe).
+    is left as it was). The kernel's table and work buffer are kept per thread and per sizes, so
+    calls from several threads are safe.
 
     Args:
         layer: from the model's `_stream_layer()`.
@@ -149,25 +150,28 @@ def kernel_step(layer: LayerKernel, x_t: Tensor, state: Sequence[Tensor]) -> tup
     # fresh tensors, each with its own memory (a kept state pins nothing else); numpy allocates faster
     outs = [torch.from_numpy(np.empty((B, *shape), np_dtype)) for shape in layer.state_shapes]
     y = outs[0] if layer.output_is_state else torch.from_numpy(np.empty((B, layer.out_size), np_dtype))
-    key = (B, layer.in_size, layer.out_size, layer.sizes)
-    head = _STEP_HEADERS.get(key)
-    if head is None:  # the table up to the addresses depends on these sizes only
+    key = (B, layer.in_size, layer.out_size, layer.sizes, len(ptrs), len(outs), np_dtype, layer.scratch,
+           layer.scratch_fixed)
+    scratch = _STEP_SCRATCH.__dict__
+    made = scratch.get(key)
+    if made is None:  # this thread's table and work buffer for these sizes, made once
         width = max(layer.in_size, layer.out_size)
         start = _header(B, 1, width, IN_FEATURES, layer.in_size, layer.in_size, layer.out_size)
         fields = (T_LAYERS + 1, 0, 0, 0, 0, 0, layer.in_size, layer.out_size, *layer.sizes)
-        head = _STEP_HEADERS[key] = np.array((*start, *fields), dtype=np.int64)
-    n = head.shape[0]
-    tab = np.empty(n + len(ptrs) + 2 * len(outs), dtype=np.int64)
-    tab[:n] = head
+        head = np.array((*start, *fields), dtype=np.int64)
+        tab = np.zeros(head.shape[0] + len(ptrs) + 2 * len(outs), dtype=np.int64)
+        tab[: head.shape[0]] = head
+        buf = np.empty(3 * B * width + B * layer.scratch + layer.scratch_fixed, np_dtype)
+        made = scratch[key] = (tab, buf, head.shape[0])
+    tab, buf, n = made
     tab[n:] = (*ptrs, *[t.data_ptr() for t in ins], *[t.data_ptr() for t in outs])
-    buf = np.empty(3 * B * max(key[1], key[2]) + B * layer.scratch + layer.scratch_fixed, np_dtype)
     layer.kernel(tab, buf, x.data_ptr(), 1, y.data_ptr())
     return y, layer.make_state(*outs)
 
 
-_STEP_HEADERS: dict[tuple[Any, ...], np.ndarray] = {}
-"""`kernel_step`'s table heads by `(batch, in_size, out_size, sizes)`: only ever read once made, so
-sharing them between threads is safe."""
+_STEP_SCRATCH = threading.local()
+"""`kernel_step`'s table and work buffer per thread, by sizes: each thread writes only its own, so
+calls from several threads never share one (a call does not re-enter itself)."""
 
 
 def layer_step(
