@@ -159,7 +159,7 @@ def test_a_tolerance_policy_per_dtype_with_a_multiplier():
     model = HalfPrecisionSum()  # drifts ~3e-3 in float32 (a float16 accumulator), exact in float64
     assert _failure(model).property == STEP
     assert check_sequence_model(model, tolerance=kit.Tolerance(float32=(1e-3, 1e-3))).passed
-    assert check_sequence_model(model, tolerance=kit.Tolerance(scale=20.0)).passed
+    assert check_sequence_model(model, tolerance=kit.Tolerance(scale=50.0)).passed
     # loosening float32 leaves float64 as tight as ever: a float64 bug is still caught there
     err = _failure(WrongStepSum(), tolerance=kit.Tolerance(float32=(1.0, 1.0)))
     assert err.property == STEP and err.context.startswith("float64") and "rtol=1e-10" in str(err)
