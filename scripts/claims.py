@@ -24,7 +24,8 @@ Every table summarises over seeds (`seqmem.summary`): the mean of the held-out m
 interval, and the success rate (seeds that solved the cell by `seqmem.summary.SOLVED`; `--adding-mse`
 replaces the adding problem's threshold). Everything goes under `--out` (default `runs/claims`): one
 folder per sweep with its `results.jsonl`, report, plots and `command.txt` (the command that wrote it, which
-the docs show beside the results), and `claims.md` with the tables. Run the
+the docs show beside the results), and `claims.md` with the tables (with `--only a,b`, `claims-a-b.md`,
+leaving the full run's `claims.md` as it was). Run the
 script again after an interruption and only the missing runs train. `--quick` uses its own folder
 (`<out>/quick`), so a smoke test never mixes with the real results.
 """
@@ -764,7 +765,8 @@ def main(argv: list[str] | None = None) -> int:
                      "least-squares fit of its logarithm); 1 means no decay. Ratios: geometric mean over seeds.", "",
                      f"![gradient flow]({g.folder}/seed-{seeds[0]}/gradflow.png)", ""]
 
-    md = out / "claims.md"
+    # the full run writes claims.md; a subset (--only) its own file, leaving the full summary as it was
+    md = out / ("claims.md" if args.only is None else f"claims-{args.only.replace(',', '-')}.md")
     _atomic_text(md, "\n".join(sections).rstrip() + "\n")
     print(f"\nclaims: {md}", file=sys.stderr)
     return 0

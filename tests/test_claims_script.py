@@ -159,7 +159,8 @@ def test_gradflow_table_over_seeds_takes_geometric_means_of_ratios(claims):
 
 def test_quick_run_writes_claims_md_with_every_requested_table(claims, tmp_path):
     assert claims.main(["--quick", "--only", "selective-copy,gradflow", "--steps", "5", "--out", str(tmp_path)]) == 0
-    md = (tmp_path / "quick" / "claims.md").read_text()
+    md = (tmp_path / "quick" / "claims-selective-copy-gradflow.md").read_text()
+    assert not (tmp_path / "quick" / "claims.md").exists()  # a subset leaves the full summary alone
     assert "## 3. Selective copy" in md and "## 4. Gradient flow" in md and "Quick mode" in md
     table = [ln for ln in md.splitlines() if ln.startswith("| mamba |") or ln.startswith("| s4d |")]
     assert len(table) == 2 and all("n/a" not in ln for ln in table)
@@ -176,7 +177,7 @@ def test_quick_runs_every_new_sweep_end_to_end(claims, tmp_path):
     argv = ["--quick", "--only", "forget-init,adding-long,copy-long,mqar", "--steps", "5", "--out", str(tmp_path)]
     assert claims.main(argv) == 0
     quick = tmp_path / "quick"
-    md = (quick / "claims.md").read_text()
+    md = (quick / "claims-forget-init-adding-long-copy-long-mqar.md").read_text()
     for title in ("## 5. The LSTM's cliff", "## 6. Adding problem", "## 7. Copy task", "## 8. Multi-query"):
         assert title in md
     assert md.count("s per run (mean of") == 4
