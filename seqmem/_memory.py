@@ -25,10 +25,12 @@ activations and gradients at batch 4-32, seq_len 256-1024, width 32-128 (every m
 forward and training), and between 0.57 and 1.06 at the tiny sizes of `tests/test_memory.py`,
 which checks 0.5-1.25.
 
-A model name or a factory `make(width)` is estimated without building the network at its full
-width: networks are built at three small widths and the parameter count and the activations,
-polynomials of degree at most 2 in the width, are extrapolated exactly. A built module is measured
-directly.
+A model name or a factory `make(width)` is estimated without allocating the network at its full
+width: above width 256 it is built on PyTorch's meta device (shapes, no data), which is exact; a
+constructor that cannot run there (one that reads its parameters' values) is built at three small
+widths instead, and the parameter count and the activations, polynomials of degree at most 2 in the
+width, are extrapolated (exactly, unless a size is rounded from the width). A built module is
+measured directly.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ __all__ = [
 _TORCH_RECURRENCES = {"RNN_TANH": (1.0, 4.0), "RNN_RELU": (1.0, 4.0), "LSTM": (1.0, 18.5), "GRU": (1.0, 10.0)}
 
 _DIRECT_WIDTH = 256
-"""Widths up to this are estimated on the network itself; wider ones are extrapolated from small ones."""
+"""Widths up to this are estimated on the network itself; wider ones on the meta device (or extrapolated)."""
 
 
 @dataclass(frozen=True)

@@ -534,6 +534,6 @@ def compare(
         eval_batches=eval_batches, task_kwargs=task_kwargs, backend=backend, out=out, plot=plot,
         save_weights=save_weights, executor=executor, jobs=jobs, address=address, threads=threads, force=force,
     )
-    jobs_ = _plan(sweep)
-    _check_sizes(sweep, jobs_)
-    return _run(sweep, jobs_, progress or CompareProgress())
+    planned = _plan(sweep)
+    _check_sizes(sweep, planned)
+    return _run(sweep, planned, progress or CompareProgress())
