@@ -7,7 +7,7 @@ run (`seqmem.runs.RunSpec`), so a sweep that is interrupted and started again sk
 finished runs are never lost nor repeated.
 
 A sweep is three steps, each its own function: check every argument (`_check`, before any work),
-plan the runs (`_plan`: tasks built, networks sized, one `RunJob` per run) and run them (`_run`: resume
+plan the runs (`_tasks`, `_plan`: tasks built, networks sized, one `RunJob` per run) and run them (`_run`: resume
 from `results.jsonl`, hand the rest to an executor, record each finished run). Where the runs train is
 the executor's business (`seqmem.executors`: this process, a process pool, or Ray); what reaches the
 disk is the parent's alone (`seqmem.results`: one complete line per finished run, flushed and
@@ -274,9 +274,13 @@ def _variant_kwargs(spec: ModelSpec) -> dict[str, Any] | None:
     return {k: v for k, v in sorted(spec.kwargs.items())} or None
 
 
-def _plan(sweep: _Sweep) -> list[RunJob]:
+def _tasks(sweep: _Sweep) -> dict[int, Any]:
+    """The sweep's task at each of its sequence lengths, built once (a data task reads its file)."""
+    return {T: get_task(sweep.task, seq_len=T, **sweep.task_kwargs) for T in sweep.seq_lens}
+
+
+def _plan(sweep: _Sweep, tasks: dict[int, Any]) -> list[RunJob]:
     """One `RunJob` per (model, seq_len, budget, lr, seed), in that nesting order; every network sized."""
-    tasks = {T: get_task(sweep.task, seq_len=T, **sweep.task_kwargs) for T in sweep.seq_lens}
     jobs = []
     for m in sweep.models:
         for T in sweep.seq_lens:
@@ -294,7 +298,7 @@ def _plan(sweep: _Sweep) -> list[RunJob]:
     return jobs
 
 
-def _check_sizes(sweep: _Sweep, jobs: list[RunJob]) -> None:
+def _check_sizes(sweep: _Sweep, jobs: list[RunJob], tasks: dict[int, Any]) -> None:
     """Refuse, before any work, a sweep whose largest training step cannot fit in memory (unless
     `force`): per model, the run with the longest sequence and the one with the widest network,
     estimated by `seqmem._memory` (parameters, AdamW's state, the batch, activations)."""
@@ -310,7 +314,7 @@ def _check_sizes(sweep: _Sweep, jobs: list[RunJob]) -> None:
         widest = max(mine, key=lambda j: (j.width, j.spec.seq_len))
         picks.update({id(longest): longest, id(widest): widest})
     for job in picks.values():
-        spec, task = job.spec, get_task(job.spec.task, seq_len=job.spec.seq_len, **job.task_kwargs)
+        spec, task = job.spec, tasks[job.spec.seq_len]
         kwargs = {"backend": spec.backend} if len(job.model.backends) > 1 or spec.backend != "torch" else {}
 
         def make(width: int, job: RunJob = job, task: Any = task, kwargs: dict[str, Any] = kwargs) -> Any:
@@ -534,6 +538,7 @@ def compare(
         eval_batches=eval_batches, task_kwargs=task_kwargs, backend=backend, out=out, plot=plot,
         save_weights=save_weights, executor=executor, jobs=jobs, address=address, threads=threads, force=force,
     )
-    planned = _plan(sweep)
-    _check_sizes(sweep, planned)
+    tasks = _tasks(sweep)
+    planned = _plan(sweep, tasks)
+    _check_sizes(sweep, planned, tasks)
     return _run(sweep, planned, progress or CompareProgress())

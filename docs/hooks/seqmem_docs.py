@@ -500,6 +500,12 @@ def _solved(rel: str) -> dict[str, str]:
     return _claims_script().longest_solved(seq_lens, models, records)
 
 
+def _bench_rows(rel: str) -> list[dict[str, Any]]:
+    """The timed rows of a `seqmem bench --json` file (none if it is not in this checkout)."""
+    path = DOCS / rel
+    return [r for r in _load_json_list(path) if "mode" in r] if path.is_file() else []
+
+
 def summary_marker(args: dict[str, str], **_: Any) -> str:
     """One row per model: speed and state from the benchmark, memory from the sweeps, all measured."""
     import seqmem
@@ -507,7 +513,7 @@ def summary_marker(args: dict[str, str], **_: Any) -> str:
 
     T = int(args.get("T", 1024))
     bench_rel = args.get("bench", "results/bench.json")
-    records = [r for r in _load_json_list(DOCS / bench_rel) if "mode" in r] if (DOCS / bench_rel).is_file() else []
+    records = _bench_rows(bench_rel)
 
     def fastest(model: str, mode: str) -> str:
         rows = [r for r in records if r["model"] == model and r["mode"] == mode and r["seq_len"] == T]
@@ -582,7 +588,7 @@ def tasks_marker(args: dict[str, str], **_: Any) -> str:
     models = [m.strip() for m in args["models"].split(",")] if "models" in args else seen
     T = int(args.get("T", 1024))
     bench_rel = args.get("bench", "results/bench.json")
-    bench = [r for r in _load_json_list(DOCS / bench_rel) if "mode" in r] if (DOCS / bench_rel).is_file() else []
+    bench = _bench_rows(bench_rel)
     state = {r["model"]: r.get("state_bytes") for r in bench if r["mode"] == "step" and r["seq_len"] == T}
     header = ["model", *(f"{label}, T = {t}" for label, t in columns), f"state after {T} tokens"]
     body = [[f"`{m}`", *(f"{cells[(label, t, m)]:.2f}" if (label, t, m) in cells else "not run"
