@@ -55,7 +55,7 @@ def test_full_sweeps_are_the_papers_settings(claims, capsys, tmp_path):
     mqar = by_name["mqar"]
     assert {T: kw["num_kv_pairs"] for T, kw in mqar.task_kwargs_by_len.items()} == {64: 4, 128: 8, 256: 16, 512: 64}
     assert len(mqar.budgets) >= 2 and "transformer" in mqar.models
-    assert "# mqar:" in out and "# adding-long: 36 runs x 6000 steps" in out
+    assert "# mqar:" in out and "# adding-long: 24 runs x 2000 steps" in out  # 4 models x 500, 1000 x 3 seeds
 
 
 def test_a_max_seq_len_below_every_sweep_leaves_only_those_that_fit(claims, capsys, tmp_path):
