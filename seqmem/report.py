@@ -96,7 +96,8 @@ def format_metric(value: Any, metric: str) -> str:
 def table_rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]], str]:
     """The comparison table as text cells: headers, rows and a caption (for rich and Markdown alike).
 
-    One row per (model, seq_len, budget) at its best learning rate (`best_per_cell`): the mean
+    One row per (model, seq_len, budget) at its best learning rate (`best_per_cell`), grouped by model
+    in the order the models first appear, then by length and budget: the mean
     metric over seeds with its 95% interval and, with several seeds, how many solved the cell
     (`seqmem.summary.SOLVED`); the budget column appears with several budgets, the learning-rate
     column with several rates.
@@ -108,6 +109,10 @@ def table_rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[
         `(headers, rows, caption)`.
     """
     rows = best_per_cell(summarize(records))
+    # grouped by model (in the order models first appear), then by length and budget: a sweep's file
+    # lists runs in the order they finished, which interleaves models once several workers run
+    order = {m: i for i, m in enumerate(dict.fromkeys(r["model"] for r in rows))}
+    rows.sort(key=lambda r: (order[r["model"]], r["seq_len"], r.get("params_budget") or 0))
     metric = rows[0]["metric"] if rows else "metric"
     multi_seed = any(r["n"] > 1 for r in rows)
     multi_budget = len({r.get("params_budget") for r in rows}) > 1

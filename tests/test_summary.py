@@ -66,3 +66,12 @@ def test_one_seed_has_no_interval_and_no_solved_column():
     assert row["ci_low"] is None and row["success_rate"] == 0.0
     headers, rows, caption = table_rows([record()])
     assert "solved" not in headers and rows[0][2] == "0.500" and caption == ""
+
+
+def test_table_rows_group_by_model_whatever_order_the_runs_finished_in():
+    # two workers append runs as they finish: models and lengths interleave in the file
+    finished = [("rnn", 5), ("lstm", 5), ("lstm", 40), ("rnn", 160), ("gru", 20), ("rnn", 40), ("lstm", 20)]
+    recs = [record(model=m, seq_len=T, seed=s) for m, T in finished for s in (0, 1)]
+    _, rows, _ = table_rows(recs)
+    assert [(row[0], int(row[1])) for row in rows] == [
+        ("rnn", 5), ("rnn", 40), ("rnn", 160), ("lstm", 5), ("lstm", 20), ("lstm", 40), ("gru", 20)]
