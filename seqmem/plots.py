@@ -51,7 +51,8 @@ def _band(row: dict[str, Any]) -> tuple[float, float]:
 
 
 def plot_results(records: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> Path | None:
-    """Plot the metric against `seq_len`, one line per model: mean over seeds, a band for its 95% interval.
+    """Plot the metric against `seq_len`, one line per model: mean over seeds, a band for its 95% interval
+    (an error bar where a line has a single length).
 
     With a learning-rate grid, each point is the best rate of its cell (`best_per_cell`); with
     several budgets, each (model, budget) gets its own line (one dash pattern per budget). Each model
@@ -101,7 +102,11 @@ def _results_figure(records: Sequence[dict[str, Any]], rows: list[dict[str, Any]
         ax.plot(xs, means, marker=marker, color=color, markersize=size, label=label, zorder=2 + i,
                 linestyle=dashes[budgets.index(budget) % len(dashes)])
         if any(lo != hi for lo, hi in zip(lows, highs, strict=True)):
-            ax.fill_between(xs, lows, highs, color=color, alpha=0.2, linewidth=0)
+            if len(xs) > 1:
+                ax.fill_between(xs, lows, highs, color=color, alpha=0.2, linewidth=0)
+            else:  # a band over one length has no width: an error bar shows the interval there
+                ax.errorbar(xs, means, yerr=[[means[0] - lows[0]], [highs[0] - means[0]]], color=color,
+                            linestyle="none", capsize=4, zorder=2 + i)
     first = records[0]
     chance = first.get("chance")
     if chance is not None:

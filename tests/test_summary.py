@@ -75,3 +75,26 @@ def test_table_rows_group_by_model_whatever_order_the_runs_finished_in():
     _, rows, _ = table_rows(recs)
     assert [(row[0], int(row[1])) for row in rows] == [
         ("rnn", 5), ("rnn", 40), ("rnn", 160), ("lstm", 5), ("lstm", 20), ("lstm", 40), ("gru", 20)]
+
+
+def test_the_plot_shows_each_interval_as_a_band_or_at_one_length_an_error_bar(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.collections import PolyCollection
+    from matplotlib.container import ErrorbarContainer
+
+    from seqmem import plots, plotstyle
+
+    figures = []
+    monkeypatch.setattr(plotstyle, "save_figure", lambda fig, path: figures.append(fig) or path)
+    spread = [0.6, 0.8, 1.0]
+    two_lengths = [record(seed=s, accuracy=a, seq_len=T) for T in (10, 20) for s, a in enumerate(spread)]
+    one_length = [record(seed=s, accuracy=a) for s, a in enumerate(spread)]
+    plots.plot_results(two_lengths, tmp_path / "a.png")
+    plots.plot_results(one_length, tmp_path / "b.png")
+    band, bar = (fig.axes[0] for fig in figures)
+    assert any(isinstance(c, PolyCollection) for c in band.collections)
+    assert not any(isinstance(c, ErrorbarContainer) for c in band.containers)
+    (container,) = [c for c in bar.containers if isinstance(c, ErrorbarContainer)]
+    (segment,) = container.lines[2][0].get_segments()  # the vertical bar: from the interval's low to its high
+    (row,) = summarize(one_length)
+    assert segment[0][1] == pytest.approx(row["ci_low"]) and segment[1][1] == pytest.approx(row["ci_high"])
