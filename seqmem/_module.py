@@ -84,6 +84,12 @@ def _check_positive_int(where: str, **sizes: Any) -> None:
             raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
 
 
+def _check_last(where: str, last: Any, seq_len: int) -> None:
+    """Raise the `ValueError` for a `last` (positions to return) that is not an int in `[1, seq_len]`."""
+    if isinstance(last, bool) or not isinstance(last, int) or not 1 <= last <= seq_len:
+        raise ValueError(f"{where}: last must be an int in [1, seq_len] = [1, {seq_len}], got {last!r}")
+
+
 class ActivationElements(NamedTuple):
     """Numbers a pass of a module holds per (sequence, position), for the estimates of `seqmem._memory`.
 
@@ -177,27 +183,37 @@ class SequenceModule(nn.Module):
     ) -> Any:
         raise NotImplementedError
 
-    def forward(self, x: Tensor, state: Any | None = None) -> tuple[Tensor, Any]:
+    def forward(self, x: Tensor, state: Any | None = None, *, last: int | None = None) -> tuple[Tensor, Any]:
         """Run the model over a whole sequence.
 
         Args:
             x: `(batch, seq_len, input_size)` input sequence, of the parameters' dtype and device.
             state: the state to start from (e.g. the one a previous call returned), or `None` for
                 `initial_state(batch)`.
+            last: if given, only the outputs of the last `last` positions are returned (and, where
+                the model can, computed): `y` is `forward(x, state)[0][:, -last:]`, the state is the
+                same. For a loss read at the end of the sequence (a `target="last"` task). The
+                transformer's last block then computes queries, attention and MLP at those positions
+                only; recurrent models compute every position, as they must to reach the last.
 
         Returns:
-            `(y, state)`: `y` of shape `(batch, seq_len, output_size)`, and the state after the last
-            step, so that `forward(x2, forward(x1)[1])` equals `forward(cat([x1, x2], 1))`.
+            `(y, state)`: `y` of shape `(batch, seq_len, output_size)` (`(batch, last, output_size)`
+            with `last`), and the state after the last step, so that `forward(x2, forward(x1)[1])`
+            equals `forward(cat([x1, x2], 1))`.
 
         Raises:
             TypeError: if `x` is not a floating tensor of the parameters' dtype, or `state` is not
                 this model's state type.
-            ValueError: if `x` has the wrong rank or feature size, `seq_len == 0`, or `state` does not
-                match `x` in batch size, shape, dtype or device.
+            ValueError: if `x` has the wrong rank or feature size, `seq_len == 0`, `state` does not
+                match `x` in batch size, shape, dtype or device, or `last` is not an int in
+                `[1, seq_len]`.
         """
         self._check_input(x, rank=3)
         state = self._check_state(state, x)
-        return self._forward(x, state)
+        if last is None:
+            return self._forward(x, state)
+        _check_last(type(self).__name__, last, x.shape[1])
+        return self._forward_last(x, state, last)
 
     def step(self, x_t: Tensor, state: Any | None = None) -> tuple[Tensor, Any]:
         """Advance the model by one time step (streaming inference).
@@ -262,6 +278,11 @@ class SequenceModule(nn.Module):
 
     def _forward(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:
         raise NotImplementedError
+
+    def _forward_last(self, x: Tensor, state: Any, last: int) -> tuple[Tensor, Any]:
+        """`forward` returning the last `last` positions' outputs; by default all are computed."""
+        y, state = self._forward(x, state)
+        return y[:, -last:], state
 
     def _step(self, x_t: Tensor, state: Any) -> tuple[Tensor, Any]:
         raise NotImplementedError

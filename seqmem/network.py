@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ._module import SequenceModule, _check_last
 from .protocol import state_nbytes
 from .registry import ModelSpec, resolve_model
 from .tasks.base import Task
@@ -329,32 +330,48 @@ class SequenceNetwork(nn.Module):
                 f"by initial_state, forward or step), got {type(state).__name__}"
             )
 
-    def forward(self, x: Tensor, state: tuple[Any, ...] | None = None) -> tuple[Tensor, tuple[Any, ...]]:
+    def forward(
+        self, x: Tensor, state: tuple[Any, ...] | None = None, *, last: int | None = None
+    ) -> tuple[Tensor, tuple[Any, ...]]:
         """Run over whole sequences.
 
         Args:
             x: `(batch, seq_len)` int tokens, or `(batch, seq_len, input_size)` floats.
             state: the state a previous call returned (to continue a stream), or `None`.
+            last: if given, the logits of the last `last` positions only: `forward(x, state)[0][:,
+                -last:]`, with the same state. For a loss read at the end (a `target="last"` task,
+                as `seqmem.train` uses it): the last layer skips what no returned position needs
+                where it can (the transformer's last block: queries, attention and MLP at those
+                positions only), and the head runs at those positions only.
 
         Returns:
-            `(logits, state)`: `logits` of shape `(batch, seq_len, output_size)` and the state of
-            every layer after the last step.
+            `(logits, state)`: `logits` of shape `(batch, seq_len, output_size)` (`(batch, last,
+            output_size)` with `last`) and the state of every layer after the last step.
 
         Raises:
             ValueError: for inputs of the wrong shape or dtype, a token id outside `[0, vocab_size)`
-                (the message names it and its index), and the models' own checks.
+                (the message names it and its index), a `last` that is not an int in `[1, seq_len]`,
+                and the models' own checks.
             TypeError: for an input that is not a torch tensor (e.g. a NumPy array), or a state that is
                 not a tuple of one state per layer.
         """
+        if last is not None and isinstance(x, Tensor) and x.dim() >= 2:  # (else _embed says what x should be)
+            _check_last("SequenceNetwork", last, x.shape[1])
         h = self._embed(x, rank=2)  # (B, T, W)
         if state is None:
             state = (None,) * len(self.layers)
         self._check_state(state)
         new_state = []
-        for layer, s in zip(self.layers, state, strict=True):
-            h, s = layer(h, s)  # (B, T, W)
+        final = len(self.layers) - 1
+        for i, (layer, s) in enumerate(zip(self.layers, state, strict=True)):
+            if last is not None and i == final and isinstance(layer, SequenceModule):
+                h, s = layer(h, s, last=last)  # (B, last, W)
+            else:
+                h, s = layer(h, s)  # (B, T, W)
             new_state.append(s)
-        return self.head(self.norm(h)), tuple(new_state)  # (B, T, O)
+        if last is not None:
+            h = h[:, -last:]  # (B, last, W): a no-op where the last layer returned these alone
+        return self.head(self.norm(h)), tuple(new_state)  # (B, T, O) or (B, last, O)
 
     def step(self, x_t: Tensor, state: tuple[Any, ...] | None = None) -> tuple[Tensor, tuple[Any, ...]]:
         """Advance by one position (streaming: e.g. show a prediction after every token).

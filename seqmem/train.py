@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from .network import SequenceNetwork
 from .protocol import map_state
 from .tasks.base import Batch, Task
 
@@ -207,8 +208,7 @@ def evaluate(
         with torch.no_grad():
             for cpu_batch in batches:
                 batch = _to(cpu_batch, device)
-                logits, _ = network(batch.x)
-                score = task.score(logits, batch)
+                score = task.score(_logits(network, task, batch), batch)
                 loss_sum += score.loss_sum
                 metric_sum += score.metric_sum
                 count += score.count
@@ -217,6 +217,22 @@ def evaluate(
     if count == 0:  # a task whose masks scored nothing
         return EvalResult(math.nan, math.nan, task.metric_name, 0)
     return EvalResult(loss_sum / count, metric_sum / count, task.metric_name, count)
+
+
+def _logits(network: nn.Module, task: Task, batch: Batch) -> torch.Tensor:
+    """The network's `(B, T, O)` logits over a whole batch, as the task's `loss` and `score` read them.
+
+    A task with `target="last"` and no `lengths` reads the last position only: a `SequenceNetwork`
+    then computes that position alone (`last=1`, which spares the transformer's last block all
+    other queries) and the positions before it hold zeros, which the task never reads. The loss,
+    the gradients and the metric are those of the full forward pass.
+    """
+    if task.target == "last" and batch.lengths is None and isinstance(network, SequenceNetwork):
+        logits, _ = network(batch.x, last=1)  # (B, 1, O)
+        B, T = batch.x.shape[:2]
+        return torch.cat((logits.new_zeros(B, T - 1, logits.shape[-1]), logits), dim=1)  # (B, T, O)
+    logits, _ = network(batch.x)
+    return logits
 
 
 def _param_groups(network: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -285,8 +301,7 @@ def backward_loss(network: nn.Module, task: Task, batch: Batch, tbptt: int | Non
         raise ValueError(f"backward_loss: tbptt must be a positive int or None, got {tbptt!r}")
     T = batch.x.shape[1]
     if tbptt is None or tbptt >= T:
-        logits, _ = network(batch.x)
-        loss = task.loss(logits, batch)
+        loss = task.loss(_logits(network, task, batch), batch)
         value = loss.item()
         if math.isfinite(value):
             loss.backward()

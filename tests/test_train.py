@@ -77,6 +77,26 @@ def test_network_forward_equals_step(model):
     assert_close("logits of two chunks", logits, torch.cat([a, b], 1), time_dim=1)
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_network_forward_of_the_last_positions(model):
+    # `last=n` gives the full forward's last n logits and the same state, at every depth and stacking
+    torch.manual_seed(0)
+    net = SequenceNetwork(model, 16, vocab_size=5, output_size=3, n_layers=2).double()
+    x = torch.randint(0, 5, (2, 7))
+    _, s1 = net(x[:, :3])
+    logits, state = net(x[:, 3:], s1)
+    for n in (1, 3, 4):
+        last, last_state = net(x[:, 3:], s1, last=n)
+        assert last.shape == (2, n, 3)
+        assert_close(f"logits of the last {n}", logits[:, -n:], last, time_dim=1)
+        for a, b in zip(state, last_state, strict=True):
+            for u, v in zip(a, b, strict=True):
+                torch.testing.assert_close(u, v, **Tolerance().kwargs(torch.float64))
+    for bad in (0, 5, 2.0, "1", True):
+        with pytest.raises(ValueError, match=r"last must be an int in \[1, seq_len\] = \[1, 4\]"):
+            net(x[:, 3:], s1, last=bad)
+
+
 def test_network_real_inputs_and_errors():
     net = SequenceNetwork("gru", 8, input_size=3, output_size=1)
     y, _ = net(torch.randn(2, 5, 3))
@@ -254,6 +274,37 @@ def test_tbptt_cuts_the_gradient_at_chunk_boundaries(model):
     assert value == pytest.approx(ref, rel=1e-12)
     for name, p in net.named_parameters():
         torch.testing.assert_close(grads[name], p.grad, **Tolerance().kwargs(torch.float64))
+
+
+@pytest.mark.parametrize("model", ["lstm", "transformer", "mamba"])
+def test_a_last_target_task_trains_and_scores_as_on_the_full_forward(model):
+    # train and evaluate ask a SequenceNetwork for the last position only on a target="last" task:
+    # the loss, every gradient and the metric equal those of the full forward pass
+    torch.manual_seed(0)
+    task = get_task("adding", seq_len=9)
+    net = SequenceNetwork.for_task(model, task, 16, n_layers=2).double()
+    batch = task.sample(4, torch.Generator().manual_seed(1))
+    batch = batch._replace(x=batch.x.double(), y=batch.y.double())
+    seen = []
+    net.head.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
+    net.zero_grad(set_to_none=True)
+    value = backward_loss(net, task, batch)
+    grads = {k: p.grad.clone() for k, p in net.named_parameters()}
+    assert seen == [1]  # the head ran at the scored position alone
+    net.zero_grad(set_to_none=True)
+    loss = task.loss(net(batch.x)[0], batch)
+    loss.backward()
+    assert value == pytest.approx(loss.item(), rel=1e-12)
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, **Tolerance().kwargs(torch.float64))
+    net = net.float()
+    result = evaluate(net, task, n_batches=2, batch_size=8, seed=3)
+    gen = torch.Generator().manual_seed(derive_seed(3, "eval"))  # the batches evaluate draws
+    scores = [task.score(net(b.x)[0], b) for b in (task.sample(8, gen, split="eval") for _ in range(2))]
+    count = sum(sc.count for sc in scores)
+    assert result.count == count == 16
+    assert result.loss == pytest.approx(sum(sc.loss_sum for sc in scores) / count, rel=1e-5)
+    assert result.metric == pytest.approx(sum(sc.metric_sum for sc in scores) / count, rel=1e-5)
 
 
 def test_tbptt_for_a_last_target_task_trains_only_the_last_chunk():

@@ -26,14 +26,19 @@ class _CausalSelfAttention(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
 
     def forward(
-        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, cos: Tensor, sin: Tensor
+        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, cos: Tensor, sin: Tensor, last: int | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
         """`x (B, T, C)`, caches `(B, nh, t0, hs)`, `cos/sin (T, hs/2)`
-        -> `y (B, T, C)`, `k, v (B, nh, t0+T, hs)`."""
+        -> `y (B, T, C)`, `k, v (B, nh, t0+T, hs)`. With `last=n`, only the last `n` positions query
+        (every position still gives its key and value): `y (B, n, C)`."""
         q, k, v = rearrange(
             self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.n_heads
         )  # (B, nh, T, hs) each
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # positions t0 .. t0+T-1
+        k = apply_rotary(k, cos, sin)  # positions t0 .. t0+T-1
+        if last is None:
+            q = apply_rotary(q, cos, sin)
+        else:
+            q = apply_rotary(q[:, :, -last:], cos[-last:], sin[-last:])  # (B, nh, n, hs)
         k = torch.cat((k_cache, k), dim=2)  # (B, nh, t0+T, hs)
         v = torch.cat((v_cache, v), dim=2)  # (B, nh, t0+T, hs)
         y = causal_attention(q, k, v)  # (B, nh, T, hs)
@@ -76,10 +81,10 @@ class _Block(nn.Module):
         self.mlp = _MLP(d_model, mlp_ratio, bias)
 
     def forward(
-        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, cos: Tensor, sin: Tensor
+        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, cos: Tensor, sin: Tensor, last: int | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        a, k, v = self.attn(self.norm_attn(x), k_cache, v_cache, cos, sin)
-        x = x + a  # (B, T, C)
+        a, k, v = self.attn(self.norm_attn(x), k_cache, v_cache, cos, sin, last)
+        x = x + a if last is None else x[:, -last:] + a  # (B, T, C), or (B, n, C)
         x = x + self.mlp(self.norm_mlp(x))  # (B, T, C)
         return x, k, v
 
@@ -260,17 +265,26 @@ class CausalTransformer(SequenceModule):
         return state
 
     def _forward(self, x: Tensor, state: KVCache) -> tuple[Tensor, KVCache]:
+        return self._forward_last(x, state, None)
+
+    def _forward_last(self, x: Tensor, state: KVCache, last: int | None) -> tuple[Tensor, KVCache]:
+        # The last block's output at a position depends on every key and value of the block below it,
+        # but on its own query alone: so the earlier blocks run over all T positions and the last
+        # block computes keys and values for all of them, its queries, attention and MLP for the
+        # last `n` only (the attention of a read-at-the-end task costs one block instead of all).
         B, T, C = x.size()
         t0 = state.k.shape[3]  # absolute position of x[:, 0]
         positions = torch.arange(t0, t0 + T, device=x.device)  # (T,)
         cos, sin = rotary_cos_sin(positions, self.head_dim, self.rope_base, dtype=x.dtype)  # (T, hs/2)
         ks, vs = [], []
         h = x  # (B, T, C)
+        final = len(self.blocks) - 1
         for layer, block in enumerate(self.blocks):
-            h, k, v = block(h, state.k[layer], state.v[layer], cos, sin)  # k, v: (B, nh, t0+T, hs)
+            # k, v: (B, nh, t0+T, hs); h: (B, T, C), after the last block (B, n, C) with `last=n`
+            h, k, v = block(h, state.k[layer], state.v[layer], cos, sin, last if layer == final else None)
             ks.append(k)
             vs.append(v)
-        y = self.norm_out(h)  # (B, T, C)
+        y = self.norm_out(h)  # (B, T, C) or (B, n, C)
         return y, KVCache(torch.stack(ks), torch.stack(vs))  # (L, B, nh, t0+T, hs)
 
     def _forward_into(

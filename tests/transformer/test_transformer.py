@@ -116,6 +116,57 @@ def test_chunked_forward_is_exact(heads, n_layers, batch, splits, seed) -> None:
 @settings(max_examples=15, deadline=None)
 @given(
     heads=heads_configs,
+    n_layers=st.integers(1, 3),
+    batch=st.integers(1, 3),
+    seq_len=st.integers(1, 9),
+    cached=st.integers(0, 4),
+    data=st.data(),
+    seed=st.integers(0, 2**16),
+)
+@example(heads=(8, 2), n_layers=2, batch=2, seq_len=7, cached=0, data=None, seed=0)
+def test_forward_of_the_last_positions_equals_the_full_forward(
+    heads, n_layers, batch, seq_len, cached, data, seed
+) -> None:
+    # `last=n` returns what the full forward gives at the last n positions, with the same cache and the
+    # same gradients; its last block's MLP sees only those n positions (the work it spares)
+    d_model, n_heads = heads
+    n = seq_len if data is None else data.draw(st.integers(1, seq_len), label="last")
+    model = make_model(d_model, n_heads, n_layers, seed)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        state = model(randn(gen, batch, cached, d_model))[1] if cached else None
+    x = randn(gen, batch, seq_len, d_model)
+    seen: list[int] = []
+    model.blocks[-1].mlp.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape[1]))
+
+    def run(last: int | None) -> tuple[torch.Tensor, seqmem.KVCache, list[torch.Tensor]]:
+        y, cache = model(x, state, last=last)
+        y = y[:, -n:]
+        model.zero_grad(set_to_none=True)
+        (y * randn(torch.Generator().manual_seed(seed + 2), *y.shape)).sum().backward()
+        return y.detach(), cache, [p.grad.clone() for p in model.parameters()]
+
+    y, cache, grads = run(None)
+    y_last, cache_last, grads_last = run(n)
+    assert seen == [seq_len, n]
+    assert y_last.shape == (batch, n, d_model)
+    torch.testing.assert_close(y_last, y, **TIGHT)
+    torch.testing.assert_close(cache_last.k, cache.k, **TIGHT)
+    torch.testing.assert_close(cache_last.v, cache.v, **TIGHT)
+    for g_last, g in zip(grads_last, grads, strict=True):
+        torch.testing.assert_close(g_last, g, **TIGHT)
+
+
+@pytest.mark.parametrize("last", [0, -1, 6, 1.0, True, "1"])
+def test_last_outside_the_sequence_is_refused(last) -> None:
+    model = seqmem.CausalTransformer(8, n_heads=2)
+    with pytest.raises(ValueError, match=r"last must be an int in \[1, seq_len\] = \[1, 5\], got"):
+        model(torch.randn(2, 5, 8), last=last)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    heads=heads_configs,
     n_layers=st.integers(1, 2),
     seq_len=st.integers(2, 10),
     data=st.data(),
