@@ -14,6 +14,7 @@ sequence model only:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -68,6 +69,19 @@ def width_multiple(model: ModelRef, n_heads: int | None = None) -> int:
         ValueError: for an unknown model name.
     """
     return resolve_model(model, check=False).step({} if n_heads is None else {"n_heads": n_heads})
+
+
+def _takes_last(layer: nn.Module) -> bool:
+    """Whether `layer(x, state, last=n)` is understood: seqmem's own models, and subclasses that keep
+    `SequenceModule.forward` (one that overrides `forward` without `last` gets a full pass, sliced)."""
+    kind = type(layer)
+    if kind not in _TAKES_LAST:
+        forward = getattr(kind, "forward", None)
+        _TAKES_LAST[kind] = issubclass(kind, SequenceModule) and "last" in inspect.signature(forward).parameters
+    return _TAKES_LAST[kind]
+
+
+_TAKES_LAST: dict[type, bool] = {}
 
 
 class _PreNormResidual(nn.Module):
@@ -364,7 +378,7 @@ class SequenceNetwork(nn.Module):
         new_state = []
         final = len(self.layers) - 1
         for i, (layer, s) in enumerate(zip(self.layers, state, strict=True)):
-            if last is not None and i == final and isinstance(layer, SequenceModule):
+            if last is not None and i == final and _takes_last(layer):
                 h, s = layer(h, s, last=last)  # (B, last, W)
             else:
                 h, s = layer(h, s)  # (B, T, W)

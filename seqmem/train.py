@@ -20,6 +20,12 @@ optimiser step (one step per batch, as without truncation). Consequences by targ
   gradient telling it to keep it: with `K < seq_len` a task whose answer depends on the first symbol
   cannot be learnt by gradient, which is the point of the seeds' TBPTT ablation.
 
+A task with `target="last"` (and sequences of one length) reads one position per sequence, so the
+loop asks a `SequenceNetwork` for that position alone (`network(x, last=1)`): the loss, gradients and
+metric are those of the full pass, and the transformer's last block skips every other query (at
+length 1,000 a training step of the claims page's 20k-parameter transformer takes 0.90 s instead of
+1.67 s on one core).
+
 References:
     Williams, R. J. & Peng, J. (1990). An efficient gradient-based algorithm for on-line training
     of recurrent network trajectories. Neural Computation 2(4) (truncated BPTT).

@@ -97,6 +97,22 @@ def test_network_forward_of_the_last_positions(model):
             net(x[:, 3:], s1, last=bad)
 
 
+def test_network_last_with_a_model_whose_forward_takes_no_last():
+    # a user's subclass that overrides forward(x, state) without `last` still works: a full pass, sliced,
+    # in the network's forward and in training on a target="last" task
+    class MyLSTM(seqmem.LSTM):
+        def forward(self, x, state=None):
+            return super().forward(x, state)
+
+    torch.manual_seed(0)
+    task = get_task("xor-echo", seq_len=6)
+    net = SequenceNetwork.for_task(MyLSTM, task, 8)
+    x = task.sample(3, torch.Generator().manual_seed(0)).x
+    torch.testing.assert_close(net(x, last=2)[0], net(x)[0][:, -2:])
+    result = train(net, task, steps=2, batch_size=4, eval_batches=1)
+    assert result.steps == 2 and math.isfinite(result.eval_loss) and math.isfinite(result.metric)
+
+
 def test_network_real_inputs_and_errors():
     net = SequenceNetwork("gru", 8, input_size=3, output_size=1)
     y, _ = net(torch.randn(2, 5, 3))
