@@ -14,6 +14,7 @@ sequence model only:
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -74,14 +75,12 @@ def width_multiple(model: ModelRef, n_heads: int | None = None) -> int:
 def _takes_last(layer: nn.Module) -> bool:
     """Whether `layer(x, state, last=n)` is understood: seqmem's own models, and subclasses that keep
     `SequenceModule.forward` (one that overrides `forward` without `last` gets a full pass, sliced)."""
-    kind = type(layer)
-    if kind not in _TAKES_LAST:
-        forward = getattr(kind, "forward", None)
-        _TAKES_LAST[kind] = issubclass(kind, SequenceModule) and "last" in inspect.signature(forward).parameters
-    return _TAKES_LAST[kind]
+    return _class_takes_last(type(layer))
 
 
-_TAKES_LAST: dict[type, bool] = {}
+@functools.cache
+def _class_takes_last(kind: type) -> bool:
+    return issubclass(kind, SequenceModule) and "last" in inspect.signature(kind.forward).parameters
 
 
 class _PreNormResidual(nn.Module):

@@ -41,8 +41,8 @@ class _CausalSelfAttention(nn.Module):
             q = apply_rotary(q[:, :, -last:], cos[-last:], sin[-last:])  # (B, nh, n, hs)
         k = torch.cat((k_cache, k), dim=2)  # (B, nh, t0+T, hs)
         v = torch.cat((v_cache, v), dim=2)  # (B, nh, t0+T, hs)
-        y = causal_attention(q, k, v)  # (B, nh, T, hs)
-        y = rearrange(y, "b h t d -> b t (h d)")  # (B, T, C)
+        y = causal_attention(q, k, v)  # (B, nh, T, hs), or (B, nh, n, hs)
+        y = rearrange(y, "b h t d -> b t (h d)")  # (B, T, C), or (B, n, C)
         return self.out_proj(y), k, v
 
     def forward_into(self, x: Tensor, k_buf: Tensor, v_buf: Tensor, t0: int, cos: Tensor, sin: Tensor) -> Tensor:
